@@ -1,0 +1,338 @@
+"""AgentDeployment (``agd``): one governed AI agent.
+
+The user's agent image runs beside the agentgov sidecar, which authenticates callers,
+authorizes them, meters and caps model spend, guards tool calls and writes the audit log.
+The spec names the image and how it scales and is reached, how callers authenticate, which
+model routes it may use, and which budgets and policies govern it. No I/O here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from agentgov.api.base import (
+    DataClass,
+    DNSLabel,
+    Duration,
+    HttpUrl,
+    Model,
+    ObjectName,
+    Quantity,
+    ResourceStatus,
+    Rule,
+    SecretKeyRef,
+    unique_names_rule,
+)
+
+EnvName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")]
+
+
+class ConfigMapKeyRef(Model):
+    """A key of a ConfigMap in the same namespace."""
+
+    name: ObjectName = Field(description="Name of the ConfigMap.")
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key within the ConfigMap.")
+
+
+class EnvVarSource(Model):
+    """Where an environment variable's value comes from."""
+
+    secret_key_ref: SecretKeyRef | None = Field(None, description="A key of a Secret.")
+    config_map_key_ref: ConfigMapKeyRef | None = Field(None, description="A key of a ConfigMap.")
+
+    cel_rules = (
+        Rule(
+            cel="has(self.secretKeyRef) != has(self.configMapKeyRef)",
+            message="exactly one of secretKeyRef or configMapKeyRef is required",
+            check=lambda m: (m.secret_key_ref is None) != (m.config_map_key_ref is None),
+        ),
+    )
+
+
+class EnvVar(Model):
+    """An environment variable of the agent container."""
+
+    name: EnvName = Field(description="Variable name.")
+    value: str | None = Field(None, max_length=32768, description="Literal value.")
+    value_from: EnvVarSource | None = Field(None, description="Value taken from a Secret or ConfigMap.")
+
+    cel_rules = (
+        Rule(
+            cel="!(has(self.value) && has(self.valueFrom))",
+            message="value and valueFrom are mutually exclusive",
+            check=lambda m: not (m.value is not None and m.value_from is not None),
+        ),
+    )
+
+
+class ResourceList(Model):
+    """CPU and memory quantities."""
+
+    cpu: Quantity | None = Field(None, description="CPU, e.g. 500m.")
+    memory: Quantity | None = Field(None, description="Memory, e.g. 512Mi.")
+
+
+class Resources(Model):
+    """Compute requests and limits of a container."""
+
+    requests: ResourceList | None = Field(None, description="Guaranteed resources.")
+    limits: ResourceList | None = Field(None, description="Maximum resources.")
+
+
+class Autoscaling(Model):
+    """Horizontal pod autoscaling (autoscaling/v2). When enabled the HPA owns the replica count."""
+
+    enabled: bool = Field(False, description="Create a HorizontalPodAutoscaler.")
+    min_replicas: int = Field(3, ge=1, le=1000, description="Lower bound of replicas.")
+    max_replicas: int = Field(10, ge=1, le=1000, description="Upper bound of replicas.")
+    target_cpu_utilization_percent: int = Field(70, ge=1, le=100, description="Average CPU utilization target.")
+    target_memory_utilization_percent: int = Field(80, ge=1, le=100, description="Average memory utilization target.")
+
+    cel_rules = (
+        Rule(
+            cel="self.minReplicas <= self.maxReplicas",
+            message="minReplicas must not exceed maxReplicas",
+            check=lambda m: m.min_replicas <= m.max_replicas,
+            field_path=".minReplicas",
+        ),
+    )
+
+
+class IngressTLS(Model):
+    """TLS for the ingress."""
+
+    secret_name: ObjectName = Field(description="Secret holding the certificate (cert-manager fills it when an issuer is set).")
+
+
+class Ingress(Model):
+    """An Ingress in front of the sidecar's inbound port."""
+
+    enabled: bool = Field(False, description="Create an Ingress.")
+    host: str | None = Field(
+        None,
+        max_length=253,
+        pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Host name served, e.g. research.agents.example.com.",
+    )
+    class_name: str | None = Field(None, max_length=253, description="IngressClass name, e.g. nginx.")
+    tls: IngressTLS | None = Field(None, description="Serve TLS with this certificate Secret.")
+    cluster_issuer: str | None = Field(
+        None, max_length=253, description="cert-manager ClusterIssuer that issues the certificate."
+    )
+    requests_per_minute: int = Field(
+        100, ge=1, le=1_000_000, description="Rate limit per client address at the ingress controller."
+    )
+
+    cel_rules = (
+        Rule(
+            cel="!self.enabled || has(self.host)",
+            message="an enabled ingress needs a host",
+            check=lambda m: not m.enabled or m.host is not None,
+            field_path=".host",
+        ),
+    )
+
+
+JwtAlgorithm = Literal["HS256", "RS256", "ES256", "EdDSA"]
+
+
+class Auth(Model):
+    """How the sidecar authenticates callers (JWT bearer tokens)."""
+
+    issuer: str = Field(min_length=1, max_length=2048, description="Required `iss` claim, matched exactly.")
+    audiences: list[Annotated[str, Field(min_length=1, max_length=2048)]] = Field(
+        min_length=1, max_length=16, description="Accepted `aud` values; the token must carry one of them."
+    )
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=lambda: ["RS256"],
+        min_length=1,
+        max_length=4,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Accepted signing algorithms. HS256 cannot be combined with the others.",
+    )
+    jwks_url: HttpUrl | None = Field(None, description="JWKS endpoint of the issuer (asymmetric algorithms).")
+    key_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding the HMAC key (HS256, at least 32 bytes) or PEM public keys."
+    )
+    leeway_seconds: int = Field(30, ge=0, le=300, description="Clock skew tolerated for exp, nbf and iat.")
+
+    cel_rules = (
+        Rule(
+            cel="has(self.jwksUrl) != has(self.keySecretRef)",
+            message="exactly one of jwksUrl or keySecretRef is required",
+            check=lambda m: (m.jwks_url is None) != (m.key_secret_ref is None),
+        ),
+        Rule(
+            cel="!('HS256' in self.algorithms) || size(self.algorithms) == 1",
+            message="HS256 cannot be combined with asymmetric algorithms",
+            check=lambda m: "HS256" not in m.algorithms or len(m.algorithms) == 1,
+            field_path=".algorithms",
+        ),
+        Rule(
+            cel="!('HS256' in self.algorithms) || has(self.keySecretRef)",
+            message="HS256 needs keySecretRef (a JWKS URL never serves shared keys)",
+            check=lambda m: "HS256" not in m.algorithms or m.key_secret_ref is not None,
+            field_path=".keySecretRef",
+        ),
+    )
+
+
+class ModelRoute(Model):
+    """A model name the agent may request, and the upstream serving it."""
+
+    name: str = Field(min_length=1, max_length=253, description="Model name the agent asks for, e.g. gpt-4o.")
+    provider: Literal["OpenAI", "AzureOpenAI", "Anthropic", "OpenAICompatible"] = Field(
+        "OpenAICompatible", description="Upstream API flavour."
+    )
+    endpoint: HttpUrl = Field(description="Upstream base URL, e.g. https://api.openai.com/v1.")
+    upstream_model: str | None = Field(
+        None, max_length=253, description="Model name sent upstream; defaults to `name`."
+    )
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding the upstream API key; never visible to the agent."
+    )
+
+
+class VaultSource(Model):
+    """A key of a HashiCorp Vault KV v2 secret."""
+
+    path: str = Field(min_length=1, max_length=1024, description="Secret path under the mount, e.g. agents/research.")
+    key: str = Field(min_length=1, max_length=253, description="Key within the secret.")
+
+
+class AwsSource(Model):
+    """A key of an AWS Secrets Manager secret (JSON), or the whole string when key is absent."""
+
+    name: str = Field(min_length=1, max_length=2048, description="Secret name or ARN.")
+    key: str | None = Field(None, max_length=253, description="JSON key within the secret string.")
+
+
+class AzureSource(Model):
+    """An Azure Key Vault secret."""
+
+    vault: str = Field(min_length=3, max_length=24, pattern=r"^[a-zA-Z][a-zA-Z0-9-]*$", description="Key Vault name.")
+    name: str = Field(min_length=1, max_length=127, pattern=r"^[a-zA-Z0-9-]+$", description="Secret name.")
+
+
+class SecretSource(Model):
+    """A secret injected into the agent, materialised into a Secret owned by the AgentDeployment."""
+
+    name: EnvName = Field(description="Environment variable (and file) name the agent sees.")
+    secret_key_ref: SecretKeyRef | None = Field(None, description="From a Kubernetes Secret.")
+    vault: VaultSource | None = Field(None, description="From HashiCorp Vault (KV v2).")
+    aws: AwsSource | None = Field(None, description="From AWS Secrets Manager.")
+    azure: AzureSource | None = Field(None, description="From Azure Key Vault.")
+    refresh_interval: Duration = Field("1h", description="How often the value is re-read from its source.")
+
+    cel_rules = (
+        Rule(
+            cel="[has(self.secretKeyRef), has(self.vault), has(self.aws), has(self.azure)]"
+            ".filter(x, x).size() == 1",
+            message="exactly one of secretKeyRef, vault, aws or azure is required",
+            check=lambda m: sum(s is not None for s in (m.secret_key_ref, m.vault, m.aws, m.azure)) == 1,
+        ),
+    )
+
+
+class Cache(Model):
+    """Response cache for model calls (in-process L1, Redis L2)."""
+
+    enabled: bool = Field(True, description="Cache model responses.")
+    ttl_seconds: int = Field(3600, ge=1, le=30 * 86400, description="How long an answer stays cached.")
+    max_entries: int = Field(10_000, ge=1, le=10_000_000, description="L1 entries per sidecar.")
+    max_bytes: Quantity = Field("64Mi", description="L1 size per sidecar.")
+    share_across_users: bool = Field(
+        False, description="Let users of this agent share answers (never across agents)."
+    )
+    non_deterministic: bool = Field(
+        False, description="Also cache requests with temperature above 0."
+    )
+
+
+class Audit(Model):
+    """The sidecar's audit log."""
+
+    enabled: bool = Field(True, description="Write audit records (tamper-evident hash chain).")
+    include_bodies: bool = Field(False, description="Record request and response bodies (may hold personal data).")
+    retention_days: int = Field(365, ge=1, le=3650, description="Days records are kept.")
+
+
+class NetworkPolicy(Model):
+    """The NetworkPolicy isolating the agent pod."""
+
+    enabled: bool = Field(True, description="Allow ingress only to the sidecar and egress only to what policies name.")
+    extra_egress_cidrs: list[Annotated[str, Field(max_length=64, pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")]] = Field(
+        default_factory=list, max_length=64, description="Additional egress destinations (CIDR)."
+    )
+
+
+class SidecarOverrides(Model):
+    """Per-agent settings of the injected sidecar."""
+
+    resources: Resources | None = Field(None, description="Requests and limits of the sidecar container.")
+    max_body_bytes: Quantity = Field("10Mi", description="Largest request body accepted inbound.")
+    upstream_timeout_seconds: int = Field(300, ge=1, le=3600, description="Timeout of calls to the agent and models.")
+
+
+class AgentDeploymentSpec(Model):
+    """Desired state of an AgentDeployment."""
+
+    image: str = Field(min_length=1, max_length=1024, description="Container image of the agent.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="Image pull policy; Kubernetes' default when absent."
+    )
+    command: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=64, description="Entrypoint override."
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=256, description="Arguments to the entrypoint."
+    )
+    port: int = Field(8000, ge=1, le=65535, description="Port the agent listens on, on 127.0.0.1 inside the pod.")
+    env: list[EnvVar] = Field(default_factory=list, max_length=256, description="Agent environment variables.")
+    resources: Resources | None = Field(None, description="Requests and limits of the agent container.")
+    replicas: int = Field(1, ge=0, le=1000, description="Pod count when autoscaling is off.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Horizontal autoscaling.")
+    ingress: Ingress = Field(default_factory=Ingress, description="External access.")
+    auth: Auth = Field(description="Caller authentication.")
+    models: list[ModelRoute] = Field(default_factory=list, max_length=64, description="Model routes the agent may use.")
+    budget_refs: list[DNSLabel] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="AgentBudgets (same namespace) that govern this agent's spend.",
+    )
+    tool_policy_ref: DNSLabel | None = Field(None, description="ToolPolicy (same namespace); no tools when absent.")
+    region_policy_ref: DNSLabel | None = Field(None, description="RegionPolicy (same namespace).")
+    data_classes: list[DataClass] = Field(
+        default_factory=lambda: ["internal"],
+        max_length=5,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Data classes the agent handles; they decide where it may run and which models it may reach.",
+    )
+    cache: Cache = Field(default_factory=Cache, description="Model response cache.")
+    secrets: list[SecretSource] = Field(default_factory=list, max_length=64, description="Secrets injected into the agent.")
+    audit: Audit = Field(default_factory=Audit, description="Audit log settings.")
+    network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy, description="Network isolation.")
+    sidecar: SidecarOverrides = Field(default_factory=SidecarOverrides, description="Sidecar settings.")
+
+    cel_rules = (
+        unique_names_rule("models", "models", "model route"),
+        unique_names_rule("secrets", "secrets", "secret"),
+        unique_names_rule("env", "env", "environment variable"),
+    )
+
+
+class AgentDeploymentStatus(ResourceStatus):
+    """Observed state, written by the operator."""
+
+    replicas: int | None = Field(None, ge=0, description="Pods of the agent's Deployment.")
+    ready_replicas: int | None = Field(None, ge=0, description="Pods ready to serve.")
+    selector: str | None = Field(None, max_length=4096, description="Label selector of the pods (for the scale subresource).")
+    policy_bundle_hash: str | None = Field(
+        None, max_length=128, description="Hash of the policy bundle the sidecars enforce."
+    )
+    budget_percent_used: int | None = Field(
+        None, ge=0, description="Highest percent used among the agent's budgets."
+    )

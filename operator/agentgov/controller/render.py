@@ -1,0 +1,144 @@
+"""Offline rendering: what a set of agentgov objects means, without a cluster.
+
+``agentgov render`` feeds parsed manifests through here. Today it states each object's
+effective settings (defaults applied, shipped roles/prices/rules merged) and checks the
+references between objects; the operator's builders will add the child objects it creates.
+Pure: objects in, text or dicts out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from agentgov.api.agentbudget import AgentBudgetSpec
+from agentgov.api.agentdeployment import AgentDeploymentSpec
+from agentgov.api.regionpolicy import RegionPolicySpec
+from agentgov.api.resources import CustomResource
+from agentgov.api.toolpolicy import ToolPolicySpec
+
+AnyResource = CustomResource[Any, Any]
+
+
+def _key(obj: AnyResource) -> tuple[str, str, str]:
+    return (obj.kind, obj.metadata.namespace or "default", obj.metadata.name)
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def describe(obj: AnyResource) -> str:
+    """One paragraph stating the object's effective settings."""
+    spec = obj.spec
+    lines: list[str]
+    if isinstance(spec, AgentDeploymentSpec):
+        scaling = (
+            f"autoscaling {spec.autoscaling.min_replicas}-{spec.autoscaling.max_replicas} replicas "
+            f"(CPU {spec.autoscaling.target_cpu_utilization_percent}%, "
+            f"memory {spec.autoscaling.target_memory_utilization_percent}%)"
+            if spec.autoscaling.enabled
+            else f"{spec.replicas} replica(s)"
+        )
+        auth = spec.auth
+        key_source = f"JWKS {auth.jwks_url}" if auth.jwks_url else f"key from Secret {auth.key_secret_ref.name}"  # type: ignore[union-attr]
+        lines = [
+            f"image {spec.image}, agent port {spec.port}, {scaling}",
+            f"auth: {'/'.join(auth.algorithms)} tokens from {auth.issuer} for {', '.join(auth.audiences)} ({key_source})",
+            f"models: {', '.join(m.name for m in spec.models) or 'none'}",
+            f"budgets: {', '.join(spec.budget_refs) or 'none'}; tool policy: {spec.tool_policy_ref or 'none (no tools)'}; "
+            f"region policy: {spec.region_policy_ref or 'none'}",
+            f"data classes: {', '.join(spec.data_classes)}; cache: "
+            + (f"on, TTL {spec.cache.ttl_seconds}s" if spec.cache.enabled else "off")
+            + f"; audit: {'on' if spec.audit.enabled else 'OFF'}",
+        ]
+        if spec.ingress.enabled:
+            tls = f", TLS from Secret {spec.ingress.tls.secret_name}" if spec.ingress.tls else ", no TLS"
+            lines.append(f"ingress: {spec.ingress.host}{tls}, {spec.ingress.requests_per_minute} requests/minute")
+    elif isinstance(spec, AgentBudgetSpec):
+        limits = spec.limits
+        daily = _usd(limits.effective_daily_usd) + ("" if limits.daily_usd is not None else " (monthly / 30)")
+        subjects = [
+            f"{label} {', '.join(names)}"
+            for label, names in (("users", spec.subjects.users), ("agents", spec.subjects.agents), ("teams", spec.subjects.teams))
+            if names
+        ]
+        lines = [
+            f"applies to {'; '.join(subjects)} ({spec.scope.lower()})",
+            f"monthly {_usd(limits.monthly_usd)}, daily {daily}; alerts at "
+            + ", ".join(f"{t}%" for t in spec.alert_thresholds)
+            + f"; {spec.enforcement} enforcement; store unreachable: fail {spec.failure_policy.lower()}",
+            f"priced models: {len(spec.effective_pricing())} ({len(spec.pricing)} set here)",
+        ]
+    elif isinstance(spec, ToolPolicySpec):
+        roles = spec.effective_roles()
+        lines = [
+            "roles: " + "; ".join(f"{name} = {', '.join(perms)}" for name, perms in roles.items()),
+            "tools: "
+            + (
+                "; ".join(
+                    f"{t.name} -> {t.upstream} (needs {t.permission}"
+                    + (f" + scopes {', '.join(t.scopes)}" if t.scopes else "")
+                    + ")"
+                    for t in spec.tools
+                )
+                or "none"
+            ),
+            f"unlisted tools: {spec.default_action.lower()}",
+        ]
+    elif isinstance(spec, RegionPolicySpec):
+        lines = [
+            "regions: "
+            + "; ".join(
+                f"{r.name}{' (on-premise)' if r.on_premise else ''} holds {', '.join(r.data_classes)}, "
+                f"SLO {r.latency_slo_ms} ms, capacity {r.capacity}"
+                for r in spec.regions
+            ),
+            "rules: "
+            + "; ".join(
+                f"{rule.name}: {rule.enforcement.lower()} "
+                + (f"on-premise" if rule.route.on_premise else ", ".join(rule.route.regions))
+                + " for "
+                + ", ".join([*rule.match.data_classes, *(f"users in {g}" for g in rule.match.user_regions)])
+                for rule in spec.effective_rules()
+            ),
+        ]
+    else:  # pragma: no cover - the registry has exactly four kinds
+        lines = []
+    namespace = obj.metadata.namespace or "default"
+    header = f"{obj.kind} {namespace}/{obj.metadata.name}"
+    return "\n".join([header, *(f"  {line}" for line in lines)])
+
+
+def dangling_references(objects: Sequence[AnyResource]) -> list[str]:
+    """References from AgentDeployments to budgets/policies that are not among the objects."""
+    present = {_key(o) for o in objects}
+    problems = []
+    for obj in objects:
+        if not isinstance(obj.spec, AgentDeploymentSpec):
+            continue
+        namespace = obj.metadata.namespace or "default"
+        wanted = [("AgentBudget", name, "budgetRefs") for name in obj.spec.budget_refs]
+        if obj.spec.tool_policy_ref:
+            wanted.append(("ToolPolicy", obj.spec.tool_policy_ref, "toolPolicyRef"))
+        if obj.spec.region_policy_ref:
+            wanted.append(("RegionPolicy", obj.spec.region_policy_ref, "regionPolicyRef"))
+        for kind, name, field in wanted:
+            if (kind, namespace, name) not in present:
+                problems.append(
+                    f"AgentDeployment {namespace}/{obj.metadata.name}: spec.{field} names {kind} "
+                    f"{namespace}/{name}, which is not among the rendered objects"
+                )
+    return problems
+
+
+def summary_line(objects: Sequence[AnyResource]) -> str:
+    counts = Counter(o.kind for o in objects)
+    kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+    return f"{len(objects)} object(s) valid" + (f" ({kinds})" if kinds else "")
+
+
+def normalized(obj: AnyResource) -> dict[str, Any]:
+    """The object as the API server would store it: defaults applied, unset fields absent."""
+    return obj.model_dump(mode="json", by_alias=True, exclude_none=True)
