@@ -18,6 +18,7 @@ examples:
   agentgov render examples/ -o yaml      the objects as the API server would store them
   agentgov crds generate                 rewrite crds/*.yaml from the models
   agentgov crds generate --check         exit 1 if crds/ is out of date (for CI)
+  agentgov crds docs > docs/resources.md the field reference
 """
 
 
@@ -45,6 +46,13 @@ def _cmd_crds_generate(args: argparse.Namespace) -> int:
     for name, text in wanted.items():
         (out / name).write_text(header + text, encoding="utf-8")
         print(f"wrote {out / name}")
+    return 0
+
+
+def _cmd_crds_docs(args: argparse.Namespace) -> int:
+    from agentgov.api.crd import reference_markdown
+
+    print(reference_markdown(), end="")
     return 0
 
 
@@ -114,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", default="crds", help="output folder (default: crds)")
     generate.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folder is out of date")
     generate.set_defaults(func=_cmd_crds_generate)
+    docs = crds_commands.add_parser(
+        "docs", help="print the field reference (docs/resources.md) as Markdown",
+        description="Print every field of every resource with its type, default and description.",
+    )
+    docs.set_defaults(func=_cmd_crds_docs)
     return parser
 
 

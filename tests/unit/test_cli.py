@@ -147,3 +147,10 @@ def test_crds_check_fails_on_a_hand_edited_crd(tmp_path: Path, capsys: pytest.Ca
     assert code == 1
     assert "agentbudgets.agentgov.io.yaml: out of date" in err
     assert "stray.yaml: not generated from any model" in err
+
+
+def test_field_reference_in_docs_matches_the_models(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "crds", "docs")
+    assert code == 0
+    committed = (REPO / "docs" / "resources.md").read_text(encoding="utf-8")
+    assert out == committed, "docs/resources.md is out of date; run `agentgov crds docs > docs/resources.md`"
