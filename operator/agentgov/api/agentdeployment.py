@@ -146,7 +146,7 @@ class Auth(Model):
         min_length=1, max_length=16, description="Accepted `aud` values; the token must carry one of them."
     )
     algorithms: list[JwtAlgorithm] = Field(
-        default_factory=lambda: ["RS256"],
+        default_factory=lambda: list[JwtAlgorithm](["RS256"]),
         min_length=1,
         max_length=4,
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -306,7 +306,7 @@ class AgentDeploymentSpec(Model):
     tool_policy_ref: DNSLabel | None = Field(None, description="ToolPolicy (same namespace); no tools when absent.")
     region_policy_ref: DNSLabel | None = Field(None, description="RegionPolicy (same namespace).")
     data_classes: list[DataClass] = Field(
-        default_factory=lambda: ["internal"],
+        default_factory=lambda: list[DataClass](["internal"]),
         max_length=5,
         json_schema_extra={"x-kubernetes-list-type": "set"},
         description="Data classes the agent handles; they decide where it may run and which models it may reach.",

@@ -37,7 +37,7 @@ class Region(Model):
     latency_slo_ms: int = Field(500, ge=1, le=600_000, description="Latency objective for calls to this region, in ms.")
     capacity: int = Field(100, ge=1, le=1_000_000, description="Maximum concurrent agent executions routed here.")
     data_classes: list[DataClass] = Field(
-        default_factory=lambda: ["public", "internal"],
+        default_factory=lambda: list[DataClass](["public", "internal"]),
         min_length=1,
         max_length=5,
         json_schema_extra={"x-kubernetes-list-type": "set"},

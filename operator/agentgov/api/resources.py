@@ -219,13 +219,13 @@ def parse_object(manifest: Mapping[str, Any], source: str = "<manifest>") -> Cus
     api_version, kind = manifest.get("apiVersion"), manifest.get("kind")
     if api_version != API_VERSION:
         raise ManifestError(source, [f"apiVersion: expected {API_VERSION!r}, got {api_version!r}"])
-    if kind not in KINDS_BY_NAME:
+    if not isinstance(kind, str) or kind not in KINDS_BY_NAME:
         known = ", ".join(KINDS_BY_NAME)
         raise ManifestError(source, [f"kind: expected one of {known}, got {kind!r}"])
     resource = KINDS_BY_NAME[kind]
-    model = CustomResource[resource.spec_model, resource.status_model]  # type: ignore[name-defined]
+    model = CustomResource[resource.spec_model, resource.status_model]  # type: ignore[name-defined]  # runtime generic
     try:
-        return model.model_validate(manifest)  # type: ignore[no-any-return]
+        return model.model_validate(manifest)
     except ValidationError as error:
         name = manifest.get("metadata", {}).get("name", "?") if isinstance(manifest.get("metadata"), Mapping) else "?"
         raise ManifestError(f"{source}: {kind}/{name}", describe_validation_error(error)) from None
