@@ -3,8 +3,8 @@
 The output is a *structural* schema as the API server requires: every node typed, ``$ref``s
 inlined, optional fields plain (never ``anyOf`` with null), no ``additionalProperties`` next
 to ``properties``, a description on every field (it becomes ``kubectl explain`` text),
-defaults taken from the models (an object field whose model has only defaults gets ``{}`` so
-the server fills in the nested defaults), and the models' cross-field rules as CEL
+defaults taken from the models (an object field whose model has only defaults gets that
+whole default object), and the models' cross-field rules as CEL
 ``x-kubernetes-validations``. Pure: returns dicts, writes nothing.
 """
 
@@ -86,10 +86,20 @@ def _default_of(field: FieldInfo) -> tuple[bool, Any]:
     else:
         return False, None
     if isinstance(value, BaseModel):
-        return True, {}
+        # The whole default object, not `{}`: the server validates a default as written.
+        return True, without_empty_lists(value.model_dump(mode="json", by_alias=True, exclude_none=True))
     if value in ([], {}, ()):
         return False, None
     return True, TypeAdapter(type(value)).dump_python(value, mode="json", by_alias=True)
+
+
+def without_empty_lists(value: Any) -> Any:
+    """Drop empty lists: the server leaves an absent list absent (no `[]` defaults here)."""
+    if isinstance(value, dict):
+        return {k: without_empty_lists(v) for k, v in value.items() if v != []}
+    if isinstance(value, list):
+        return [without_empty_lists(v) for v in value]
+    return value
 
 
 def _decorate(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -153,7 +163,8 @@ def build_crd(resource: ResourceKind) -> dict[str, Any]:
                 "description": "Versioned schema of this representation of an object.",
             },
             "kind": {"type": "string", "description": "The REST resource this object represents."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # The API server refuses anything but `type` (and name/generateName rules) here.
+            "metadata": {"type": "object"},
             "spec": spec_schema,
             "status": status_schema,
         },

@@ -14,6 +14,7 @@ from typing import Any
 
 from agentgov.api.agentbudget import AgentBudgetSpec
 from agentgov.api.agentdeployment import AgentDeploymentSpec
+from agentgov.api.crd import without_empty_lists
 from agentgov.api.regionpolicy import RegionPolicySpec
 from agentgov.api.resources import CustomResource
 from agentgov.api.toolpolicy import ToolPolicySpec
@@ -141,4 +142,4 @@ def summary_line(objects: Sequence[AnyResource]) -> str:
 
 def normalized(obj: AnyResource) -> dict[str, Any]:
     """The object as the API server would store it: defaults applied, unset fields absent."""
-    return obj.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return without_empty_lists(obj.model_dump(mode="json", by_alias=True, exclude_none=True))  # type: ignore[no-any-return]
