@@ -20,6 +20,7 @@ from agentgov.api.base import (
     Rule,
     SecretKeyRef,
     Usd,
+    NAMED_LIST,
     unique_names_rule,
 )
 
@@ -128,7 +129,7 @@ class AgentBudgetSpec(Model):
     pricing: list[ModelPrice] = Field(
         default_factory=list,
         max_length=256,
-        description="Model prices that replace or add to the shipped defaults, by model name.",
+        json_schema_extra=NAMED_LIST, description="Model prices that replace or add to the shipped defaults, by model name.",
     )
     webhook: AlertWebhook | None = Field(None, description="Optional webhook for threshold alerts.")
 

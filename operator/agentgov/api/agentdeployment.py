@@ -23,6 +23,7 @@ from agentgov.api.base import (
     ResourceStatus,
     Rule,
     SecretKeyRef,
+    NAMED_LIST,
     unique_names_rule,
 )
 
@@ -290,13 +291,13 @@ class AgentDeploymentSpec(Model):
         default_factory=list, max_length=256, description="Arguments to the entrypoint."
     )
     port: int = Field(8000, ge=1, le=65535, description="Port the agent listens on, on 127.0.0.1 inside the pod.")
-    env: list[EnvVar] = Field(default_factory=list, max_length=256, description="Agent environment variables.")
+    env: list[EnvVar] = Field(default_factory=list, max_length=256, json_schema_extra=NAMED_LIST, description="Agent environment variables.")
     resources: Resources | None = Field(None, description="Requests and limits of the agent container.")
     replicas: int = Field(1, ge=0, le=1000, description="Pod count when autoscaling is off.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling, description="Horizontal autoscaling.")
     ingress: Ingress = Field(default_factory=Ingress, description="External access.")
     auth: Auth = Field(description="Caller authentication.")
-    models: list[ModelRoute] = Field(default_factory=list, max_length=64, description="Model routes the agent may use.")
+    models: list[ModelRoute] = Field(default_factory=list, max_length=64, json_schema_extra=NAMED_LIST, description="Model routes the agent may use.")
     budget_refs: list[DNSLabel] = Field(
         default_factory=list,
         max_length=16,
@@ -312,7 +313,7 @@ class AgentDeploymentSpec(Model):
         description="Data classes the agent handles; they decide where it may run and which models it may reach.",
     )
     cache: Cache = Field(default_factory=Cache, description="Model response cache.")
-    secrets: list[SecretSource] = Field(default_factory=list, max_length=64, description="Secrets injected into the agent.")
+    secrets: list[SecretSource] = Field(default_factory=list, max_length=64, json_schema_extra=NAMED_LIST, description="Secrets injected into the agent.")
     audit: Audit = Field(default_factory=Audit, description="Audit log settings.")
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicy, description="Network isolation.")
     sidecar: SidecarOverrides = Field(default_factory=SidecarOverrides, description="Sidecar settings.")

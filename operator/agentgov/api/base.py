@@ -164,6 +164,11 @@ class ResourceStatus(Model):
     )
 
 
+# Lists of named objects merge by name under server-side apply (Flux, Argo CD, kubectl
+# --server-side), as the Kubernetes API conventions ask (+listType=map, +listMapKey=name).
+NAMED_LIST: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+
+
 def unique(names: list[str]) -> bool:
     return len(names) == len(set(names))
 

@@ -21,6 +21,7 @@ from agentgov.api.base import (
     Model,
     ResourceStatus,
     Rule,
+    NAMED_LIST,
     unique_names_rule,
 )
 
@@ -135,12 +136,12 @@ class Placement(Model):
 class RegionPolicySpec(Model):
     """Desired state of a RegionPolicy."""
 
-    regions: list[Region] = Field(min_length=1, max_length=64, description="Regions available to agents.")
+    regions: list[Region] = Field(min_length=1, max_length=64, json_schema_extra=NAMED_LIST, description="Regions available to agents.")
     inherit_default_rules: bool = Field(
         True, description="Apply the shipped rules (sensitive/PII on-premise; eu-* users to EU regions)."
     )
     rules: list[RoutingRule] = Field(
-        default_factory=list, max_length=64, description="Routing rules, added to or replacing by name the shipped ones."
+        default_factory=list, max_length=64, json_schema_extra=NAMED_LIST, description="Routing rules, added to or replacing by name the shipped ones."
     )
     default_region: DNSLabel | None = Field(
         None, description="Region used when no rule applies; the lowest-latency allowed region when absent."

@@ -21,6 +21,7 @@ from agentgov.api.base import (
     ResourceStatus,
     Rule,
     SecretKeyRef,
+    NAMED_LIST,
     unique_names_rule,
 )
 from agentgov.api.defaults import Permission
@@ -137,9 +138,9 @@ class ToolPolicySpec(Model):
     roles: list[Role] = Field(
         default_factory=list,
         max_length=64,
-        description="Roles added to, or replacing by name, the shipped ones.",
+        json_schema_extra=NAMED_LIST, description="Roles added to, or replacing by name, the shipped ones.",
     )
-    tools: list[Tool] = Field(default_factory=list, max_length=128, description="Tools agents may call.")
+    tools: list[Tool] = Field(default_factory=list, max_length=128, json_schema_extra=NAMED_LIST, description="Tools agents may call.")
     defaults: ToolDefaults = Field(default_factory=ToolDefaults, description="Guards for tools that set none.")
     default_action: Literal["Deny", "Allow"] = Field(
         "Deny",
