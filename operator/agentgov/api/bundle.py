@@ -62,6 +62,14 @@ class BundleAuth(Model):
     jwks_url: str | None = Field(None, description="JWKS endpoint for asymmetric keys.")
     key_file: SecretFile | None = Field(None, description="HMAC key or PEM public keys.")
     leeway_seconds: int = Field(description="Clock skew tolerated for exp, nbf, iat.")
+    required_scopes: list[str] = Field(
+        default_factory=list, description="Token scopes every caller must hold to execute the agent."
+    )
+    signing_key_file: SecretFile | None = Field(
+        None,
+        description="Private key (or HMAC key) the admin token endpoint signs with; its public half is "
+        "trusted too. For HS256 the keyFile signs when this is absent.",
+    )
 
 
 class BundleTool(Model):

@@ -1,0 +1,232 @@
+"""kopf handlers: thin wiring from Kubernetes events to ``reconcile``.
+
+Run with ``kopf run -m agentgov.controller.handlers`` (what ``agentgov operator`` does).
+AgentDeployments are reconciled on create, update, resume and a timer (drift repair), and
+when their Deployment changes. AgentBudgets, ToolPolicies and RegionPolicies are kept in kopf
+indexes; an event on one re-reconciles every AgentDeployment that references it (found in
+an index of references, never by listing). No handler returns a value (it would land in
+status), none has a deletion handler (so no finalizer ever blocks deletion: children go with
+their owner through ownerReferences), and kopf's bookkeeping lives in annotations under
+``agentgov.io/``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from agentgov.api.resources import ManifestError, parse_object
+from agentgov.controller import metrics
+from agentgov.controller import status as kstatus
+from agentgov.controller.config import OperatorConfig
+from agentgov.controller.kube import Connection, KubeApi, KubeError, TransientError, object_path
+from agentgov.controller.reconcile import Lookups, reconcile_agent
+
+GROUP, VERSION = "agentgov.io", "v1alpha1"
+MEMO_API = "agentgov_api"
+MEMO_CONFIG = "agentgov_config"
+MEMO_LAST_RUN = "agentgov_last_reconcile"  # uid -> monotonic time of the last reconcile
+TIMER_TICK_SECONDS = 1.0
+REFERENCE_KINDS = {"agentbudgets": "AgentBudget", "toolpolicies": "ToolPolicy", "regionpolicies": "RegionPolicy"}
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@kopf.on.startup()
+async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    config = OperatorConfig.from_env(os.environ)
+    settings.persistence.finalizer = "agentgov.io/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agentgov.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="agentgov.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = 8
+    info = kopf.login_via_client(logger=logger, settings=settings)
+    if info is None:
+        raise kopf.PermanentError("no Kubernetes credentials: neither in-cluster nor a kubeconfig")
+    memo[MEMO_API] = KubeApi(Connection.from_kopf(info), timeout_seconds=config.handler_timeout_seconds)
+    memo[MEMO_CONFIG] = config
+    memo[MEMO_LAST_RUN] = {}
+
+
+@kopf.on.cleanup()
+async def cleanup(*, memo: kopf.Memo, **_: Any) -> None:
+    api = memo.get(MEMO_API)
+    if api is not None:
+        await api.close()
+
+
+# --- indexes: the shared policies by (namespace, name), and who references what ----------
+
+@kopf.index(GROUP, VERSION, "agentbudgets")
+def budgets_index(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace or "default", name): _plain(body)}
+
+
+@kopf.index(GROUP, VERSION, "toolpolicies")
+def tool_policies_index(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace or "default", name): _plain(body)}
+
+
+@kopf.index(GROUP, VERSION, "regionpolicies")
+def region_policies_index(*, namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(namespace or "default", name): _plain(body)}
+
+
+@kopf.index(GROUP, VERSION, "agentdeployments")
+def references_index(*, namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str, str], str]:
+    """(kind, namespace, referenced name) -> the referencing AgentDeployment's name."""
+    refs: dict[tuple[str, str, str], str] = {}
+    namespace = namespace or "default"
+    for budget in spec.get("budgetRefs") or []:
+        refs[("AgentBudget", namespace, budget)] = name
+    if spec.get("toolPolicyRef"):
+        refs[("ToolPolicy", namespace, spec["toolPolicyRef"])] = name
+    if spec.get("regionPolicyRef"):
+        refs[("RegionPolicy", namespace, spec["regionPolicyRef"])] = name
+    return refs
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"), "metadata": dict(body.metadata),
+            "spec": dict(body.spec)}
+
+
+def _snapshot(index: kopf.Index[Any, Any]) -> dict[Any, Any]:
+    return {key: next(iter(store)) for key, store in index.items() if store}
+
+
+def _lookups(kwargs: Mapping[str, Any]) -> Lookups:
+    return Lookups(
+        budgets=_snapshot(kwargs["budgets_index"]),
+        tool_policies=_snapshot(kwargs["tool_policies_index"]),
+        region_policies=_snapshot(kwargs["region_policies_index"]),
+    )
+
+
+# --- AgentDeployment -------------------------------------------------------------------------
+
+async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, logger: kopf.Logger, kwargs: Mapping[str, Any]) -> None:
+    api: KubeApi = memo[MEMO_API]
+    config: OperatorConfig = memo[MEMO_CONFIG]
+    memo[MEMO_LAST_RUN][(body.get("metadata") or {}).get("uid")] = time.monotonic()
+    try:
+        with metrics.RECONCILE_SECONDS.time():
+            result = await reconcile_agent(api, body, _lookups(kwargs), config, utc_now)
+    except TransientError as error:
+        metrics.RECONCILE_ERRORS.labels(error="transient").inc()
+        raise kopf.TemporaryError(str(error), delay=5) from None
+    except KubeError as error:
+        metrics.RECONCILE_ERRORS.labels(error=type(error).__name__.lower()).inc()
+        raise kopf.TemporaryError(str(error), delay=30) from None
+    metrics.RECONCILES.labels(phase=result.outcome.phase, reason=result.outcome.reason).inc()
+    for key, change in result.changes.items():
+        if change != "unchanged":
+            metrics.CHILD_WRITES.labels(kind=key.split("/")[0], change=change).inc()
+    changed = {k: v for k, v in result.changes.items() if v != "unchanged"}
+    if changed:
+        kopf.info(cast(kopf.Body, body), reason="Reconciled", message=", ".join(f"{k} {v}" for k, v in sorted(changed.items())))
+    if result.outcome.phase == "Stalled" and result.status_written:
+        kopf.warn(cast(kopf.Body, body), reason=result.outcome.reason, message=result.outcome.message)
+    logger.debug("reconciled: %s (%s)", result.outcome.phase, result.outcome.reason)
+
+
+@kopf.on.create(GROUP, VERSION, "agentdeployments", timeout=600, backoff=5)
+@kopf.on.update(GROUP, VERSION, "agentdeployments", timeout=600, backoff=5)
+@kopf.on.resume(GROUP, VERSION, "agentdeployments", timeout=600, backoff=5)
+async def agent_changed(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    await _reconcile(body, memo, logger, kwargs)
+
+
+@kopf.timer(GROUP, VERSION, "agentdeployments", interval=TIMER_TICK_SECONDS)
+async def agent_resync(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Drift repair and status progress even when the CR did not change: a reconcile once
+    ``AGENTGOV_RESYNC_SECONDS`` have passed since the last one (the tick only checks)."""
+    config: OperatorConfig = memo[MEMO_CONFIG]
+    last = memo[MEMO_LAST_RUN].get(body.metadata.uid, 0.0)
+    if time.monotonic() - last >= config.resync_seconds:
+        await _reconcile(body, memo, logger, kwargs)
+
+
+async def _reconcile_by_name(namespace: str | None, name: str, memo: kopf.Memo, logger: kopf.Logger, kwargs: Mapping[str, Any]) -> None:
+    api: KubeApi = memo[MEMO_API]
+    try:
+        body = await api.get(object_path(f"{GROUP}/{VERSION}", "AgentDeployment", namespace or "default", name))
+    except KubeError as error:
+        raise kopf.TemporaryError(str(error), delay=5) from None
+    if body is not None and not (body.get("metadata") or {}).get("deletionTimestamp"):
+        await _reconcile(body, memo, logger, kwargs)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "agentgov-operator"})
+async def deployment_event(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """A child Deployment changed (rolled out, scaled, edited, deleted): reconcile its owner."""
+    for owner in body.metadata.get("ownerReferences") or []:
+        if owner.get("kind") == "AgentDeployment" and owner.get("apiVersion", "").startswith(GROUP):
+            await _reconcile_by_name(body.metadata.namespace, owner["name"], memo, logger, kwargs)
+
+
+# --- shared policies: their own status, and fan-out to dependents --------------------------
+
+async def _policy_event(kind: str, event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
+                        logger: kopf.Logger, kwargs: Mapping[str, Any]) -> None:
+    namespace, name = body.metadata.namespace, body.metadata.name
+    if event.get("type") != "DELETED":
+        await _policy_status(kind, body, memo)
+    dependents = kwargs["references_index"].get((kind, namespace, name), [])
+    for agent in sorted(set(dependents)):
+        await _reconcile_by_name(namespace, agent, memo, logger, kwargs)
+
+
+async def _policy_status(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
+    api: KubeApi = memo[MEMO_API]
+    current: Mapping[str, Any] = dict(body.get("status") or {})
+    generation = body.metadata.get("generation")
+    extra: dict[str, Any] = {}
+    try:
+        obj = parse_object(_plain(body))
+        spec: Any = obj.spec
+        if kind == "ToolPolicy":
+            extra = {"tools": len(spec.tools), "roles": len(spec.effective_roles())}
+        elif kind == "RegionPolicy":
+            extra = {"regions": len(spec.regions), "onPremiseRegions": sum(r.on_premise for r in spec.regions)}
+        outcome = kstatus.Outcome("Ready", "Valid", f"{kind} is valid and in force for the agents that reference it")
+    except ManifestError as error:
+        outcome = kstatus.Outcome("Stalled", "InvalidSpec", "; ".join(error.problems))
+    status = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
+    status.update(extra)
+    status["conditions"] = kstatus.kstatus_conditions(current.get("conditions") or [], outcome, generation, utc_now())
+    status["observedGeneration"] = generation
+    if status != current:
+        plural = {v: k for k, v in REFERENCE_KINDS.items()}[kind]
+        try:
+            await api.merge_patch(f"/apis/{GROUP}/{VERSION}/namespaces/{body.metadata.namespace}/{plural}/"
+                                  f"{body.metadata.name}/status", {"status": status})
+        except KubeError as error:
+            raise kopf.TemporaryError(str(error), delay=5) from None
+
+
+@kopf.on.event(GROUP, VERSION, "agentbudgets")
+async def budget_event(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    await _policy_event("AgentBudget", event, body, memo, logger, kwargs)
+
+
+@kopf.on.event(GROUP, VERSION, "toolpolicies")
+async def tool_policy_event(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    await _policy_event("ToolPolicy", event, body, memo, logger, kwargs)
+
+
+@kopf.on.event(GROUP, VERSION, "regionpolicies")
+async def region_policy_event(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    await _policy_event("RegionPolicy", event, body, memo, logger, kwargs)

@@ -1,0 +1,232 @@
+"""One reconcile of one AgentDeployment: load, decide (builders), apply, report status.
+
+Level-triggered and idempotent: the same inputs give the same children, a child already as
+desired is not written, and a status that did not change is not patched — so a second
+reconcile writes nothing. Children are compared as a *subset* of the live object (only what
+we set), so fields the API server defaults never look like drift. A spec the builders refuse,
+a missing referenced policy or Secret: the AgentDeployment gets ``Stalled`` naming it, and the
+children already running are left exactly as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from agentgov.api.bundle import bundle_hash
+from agentgov.api.resources import CustomResource, ManifestError, parse_object
+from agentgov.controller import builders
+from agentgov.controller.config import OperatorConfig
+from agentgov.controller.kube import KubeApi, object_path
+from agentgov.controller.status import Outcome, kstatus_conditions
+
+AnyResource = CustomResource[Any, Any]
+Change = Literal["created", "updated", "unchanged", "deleted"]
+
+# Optional children: deleted when the spec no longer asks for them (ingress off, ...).
+OPTIONAL_KINDS: tuple[tuple[str, str], ...] = (
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("networking.k8s.io/v1", "Ingress"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("policy/v1", "PodDisruptionBudget"),
+)
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """Whether everything in ``desired`` is in ``live`` (dicts by key, lists item by item)."""
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(
+            is_subset(d, item) for d, item in zip(desired, live)
+        )
+    return bool(desired == live)
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """Snapshots of the shared policies (from kopf indexes): (namespace, name) -> object body."""
+
+    budgets: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    tool_policies: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+    region_policies: Mapping[tuple[str, str], Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """What one reconcile did, for status, Events and metrics."""
+
+    outcome: Outcome
+    changes: dict[str, Change] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+    status_written: bool = False
+
+
+def _parse(body: Mapping[str, Any] | None) -> AnyResource | None:
+    if body is None:
+        return None
+    try:
+        return parse_object(body)
+    except ManifestError:
+        return None  # an invalid policy counts as missing; its own status says why
+
+
+def resolve_inputs(agent: AnyResource, lookups: Lookups, config: OperatorConfig, secret_versions: Mapping[str, str]) -> builders.Inputs:
+    namespace = agent.metadata.namespace or "default"
+    spec = agent.spec
+    budgets = {}
+    for name in spec.budget_refs:
+        parsed = _parse(lookups.budgets.get((namespace, name)))
+        if parsed is not None:
+            budgets[name] = parsed
+    tool_policy = _parse(lookups.tool_policies.get((namespace, spec.tool_policy_ref))) if spec.tool_policy_ref else None
+    region_policy = (
+        _parse(lookups.region_policies.get((namespace, spec.region_policy_ref))) if spec.region_policy_ref else None
+    )
+    return builders.Inputs(
+        agent=agent,
+        budgets=budgets,
+        tool_policy=tool_policy,
+        region_policy=region_policy,
+        config=config,
+        secret_versions=dict(secret_versions),
+    )
+
+
+async def apply_child(api: KubeApi, desired: Mapping[str, Any]) -> Change:
+    """Create or patch one child so it holds ``desired``; write nothing when it already does."""
+    meta = desired["metadata"]
+    path = object_path(desired["apiVersion"], desired["kind"], meta.get("namespace"), meta["name"])
+    live = await api.get(path)
+    if live is None:
+        created = await api.create(object_path(desired["apiVersion"], desired["kind"], meta.get("namespace")), desired)
+        if created is not None:
+            return "created"
+        live = await api.get(path)  # created meanwhile by another replica: compare with it
+        if live is None:
+            return "created"
+    if is_subset(desired, live):
+        return "unchanged"
+    await api.merge_patch(path, desired)
+    return "updated"
+
+
+async def delete_unwanted(api: KubeApi, namespace: str, wanted: set[tuple[str, str, str]], names: Mapping[str, str]) -> dict[str, Change]:
+    """Delete optional children the spec no longer asks for (names: kind -> child name)."""
+    changes: dict[str, Change] = {}
+    for api_version, kind in OPTIONAL_KINDS:
+        name = names.get(kind)
+        if name is None or (api_version, kind, name) in wanted:
+            continue
+        if await api.delete(object_path(api_version, kind, namespace, name)):
+            changes[f"{kind}/{name}"] = "deleted"
+    return changes
+
+
+def agent_status(
+    current: Mapping[str, Any], outcome: Outcome, generation: int | None, now: str, extra: Mapping[str, Any]
+) -> dict[str, Any]:
+    status = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
+    status.update(extra)
+    status["conditions"] = kstatus_conditions(current.get("conditions") or [], outcome, generation, now)
+    status["observedGeneration"] = generation
+    return status
+
+
+def deployment_progress(deployment: Mapping[str, Any] | None, desired_replicas: int | None) -> tuple[Outcome, dict[str, Any]]:
+    """Ready when the Deployment has rolled out its current template; else still Reconciling."""
+    if deployment is None:
+        return Outcome("Reconciling", "Progressing", "Deployment is being created"), {}
+    status = deployment.get("status") or {}
+    spec_replicas = (deployment.get("spec") or {}).get("replicas", desired_replicas)
+    generation = (deployment.get("metadata") or {}).get("generation")
+    ready = status.get("readyReplicas", 0) or 0
+    updated = status.get("updatedReplicas", 0) or 0
+    extra = {"replicas": status.get("replicas", 0) or 0, "readyReplicas": ready}
+    wanted = spec_replicas if spec_replicas is not None else 1
+    if generation is not None and (status.get("observedGeneration") or 0) < generation:
+        return Outcome("Reconciling", "Progressing", "Deployment has not yet observed its latest spec"), extra
+    if updated < wanted or ready < wanted:
+        return (
+            Outcome("Reconciling", "Progressing", f"{ready} of {wanted} pods ready with the current template"),
+            extra,
+        )
+    return Outcome("Ready", "Available", f"{ready} pods ready; policy bundle in force"), extra
+
+
+async def reconcile_agent(
+    api: KubeApi,
+    body: Mapping[str, Any],
+    lookups: Lookups,
+    config: OperatorConfig,
+    now: Callable[[], str],
+) -> Result:
+    """Reconcile one AgentDeployment (``body`` as read from the API) and patch its status."""
+    meta = body.get("metadata") or {}
+    namespace, name, generation = meta.get("namespace") or "default", meta.get("name"), meta.get("generation")
+    current_status: Mapping[str, Any] = body.get("status") or {}
+    result = await _decide_and_apply(api, body, lookups, config)
+    status = agent_status(current_status, result.outcome, generation, now(), result.status)
+    result.status = status
+    if status != dict(current_status):
+        await api.merge_patch(
+            object_path("agentgov.io/v1alpha1", "AgentDeployment", namespace, name) + "/status", {"status": status}
+        )
+        result.status_written = True
+    return result
+
+
+async def _decide_and_apply(
+    api: KubeApi, body: Mapping[str, Any], lookups: Lookups, config: OperatorConfig
+) -> Result:
+    try:
+        agent = parse_object(body)
+    except ManifestError as error:
+        return Result(Outcome("Stalled", "InvalidSpec", "; ".join(error.problems)))
+    namespace = agent.metadata.namespace or "default"
+
+    inputs = resolve_inputs(agent, lookups, config, {})
+    missing = builders.missing_references(inputs)
+    if missing:
+        return Result(Outcome("Stalled", "MissingReference", "not found: " + ", ".join(missing)))
+    try:
+        bundle = builders.compile_bundle(inputs)
+        secret_names = builders.referenced_secrets(inputs)
+    except builders.BuildError as error:
+        return Result(Outcome("Stalled", "InvalidSpec", str(error)))
+
+    versions: dict[str, str] = {}
+    absent = []
+    for secret in secret_names:
+        live = await api.get(object_path("v1", "Secret", namespace, secret))
+        if live is None:
+            absent.append(f"Secret {namespace}/{secret}")
+        else:
+            versions[secret] = str((live.get("metadata") or {}).get("resourceVersion", ""))
+    if absent:
+        return Result(Outcome("Stalled", "MissingReference", "not found: " + ", ".join(absent)))
+    # Same inputs as above plus the Secrets' versions (they roll the pods when they change).
+
+    inputs = resolve_inputs(agent, lookups, config, versions)
+    try:
+        children = builders.build_children(inputs)
+    except builders.BuildError as error:
+        return Result(Outcome("Stalled", "InvalidSpec", str(error)))
+
+    changes: dict[str, Change] = {}
+    for child in children:
+        changes[f"{child['kind']}/{child['metadata']['name']}"] = await apply_child(api, child)
+    wanted = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in children}
+    names = {kind: child_name for _, kind, child_name in builders.child_keys(inputs, all_optional=True)}
+    changes.update(await delete_unwanted(api, namespace, wanted, names))
+
+    deployment_desc = next(c for c in children if c["kind"] == "Deployment")
+    deployment = await api.get(
+        object_path("apps/v1", "Deployment", namespace, deployment_desc["metadata"]["name"])
+    )
+    outcome, extra = deployment_progress(deployment, deployment_desc["spec"].get("replicas"))
+    extra["policyBundleHash"] = bundle_hash(bundle)
+    extra["selector"] = builders.selector_string(agent.metadata.name)
+    return Result(outcome, changes, extra)
+
