@@ -894,6 +894,26 @@ def _selector_string(selector: Any) -> str:
 # The server
 # --------------------------------------------------------------------------------------------
 
+FAULT_REASONS: Final[Mapping[int, str]] = {
+    409: 'Conflict', 429: 'TooManyRequests', 500: 'InternalError', 503: 'ServiceUnavailable', 504: 'Timeout',
+}
+
+
+@attrs.define(eq=False)
+class Fault:
+    """A fault the server injects into matching requests, ``times`` times: a delay, then an
+    error ``Status`` with ``status`` (or the real answer after the delay when ``status`` is None)."""
+    method: str
+    path: re.Pattern[str]
+    status: int | None = None
+    delay: float = 0.0
+    times: int = 1
+    hits: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.hits < self.times and method == self.method and bool(self.path.search(path))
+
+
 @attrs.define(kw_only=True)
 class ApiServer(kmock.KubernetesEmulator):
     """kube-apiserver semantics on top of kmock's emulator; see the module docstring.
@@ -914,6 +934,7 @@ class ApiServer(kmock.KubernetesEmulator):
     namespaces: Sequence[str] = DEFAULT_NAMESPACES
     require_namespaces: bool = True
 
+    _faults: list[Fault] = attrs.field(factory=list, init=False)
     _custom_types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
     _store: dict[StoreKey, JSON] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=1, init=False)
@@ -1072,8 +1093,25 @@ class ApiServer(kmock.KubernetesEmulator):
         except ApiError as e:
             return self._status_response(e)
 
+    def inject_fault(self, method: str, path: str, *, status: int | None = None, delay: float = 0.0,
+                     times: int = 1) -> Fault:
+        """Make the next ``times`` ``method`` requests whose path matches the regex ``path`` fail
+        with ``status`` (409, 429, 500, 503, 504) and/or stall for ``delay`` seconds first."""
+        fault = Fault(method.upper(), re.compile(path), status, delay, times)
+        self._faults.append(fault)
+        return fault
+
     async def _dispatch(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         path = request.url.path.rstrip('/') or '/'
+        for fault in self._faults:
+            if fault.matches(getattr(request.method, "value", str(request.method)), path):
+                fault.hits += 1
+                if fault.delay:
+                    await asyncio.sleep(fault.delay)
+                if fault.status is not None:
+                    reason = FAULT_REASONS.get(fault.status, '')
+                    raise ApiError(failure(fault.status, reason, f'injected fault: {reason or fault.status}'))
+                break
         route = parse_resource_path(path)
         if request.method == kmock.method.GET:
             static = self._serve_static(path, request)

@@ -249,3 +249,10 @@ def test_official_client_sees_conflicts_as_api_exceptions(core_v1: kubernetes.cl
         core_v1.replace_namespaced_config_map('c', 'default', created)  # still the old resourceVersion
     assert error.value.status == 409
     assert core_v1.read_namespaced_config_map('c', 'default').data == {'a': '2'}
+
+
+async def test_an_injected_fault_answers_its_status_the_given_number_of_times(apiserver: Any, api: Any) -> None:
+    fault = apiserver.inject_fault('GET', r'/configmaps/faulty$', status=503, times=2)
+    answers = [(await api.get('/api/v1/namespaces/default/configmaps/faulty')).status for _ in range(3)]
+    assert answers == [503, 503, 404]
+    assert fault.hits == 2

@@ -295,3 +295,64 @@ def test_with_the_operator_gone_for_good_removing_the_finalizer_completes_deleti
     api.patch(f"{AGD}/{AGENT}", {"metadata": {"finalizers": None}})
     wait_for(lambda: api.get(f"{AGD}/{AGENT}"), lambda a: a is None, what="the agent gone")
     wait_for(lambda: children(api), lambda c: c == {}, what="the children collected")
+
+
+@pytest.mark.parametrize(
+    "method, path, status, delay",
+    [
+        ("POST", r"/deployments$", 500, 0.0),
+        ("PATCH", r"/agentdeployments/[^/]+/status$", 409, 0.0),
+        ("POST", r"/services$", 429, 0.0),
+        ("GET", r"/deployments/research-assistant$", None, 3.0),
+    ],
+    ids=[
+        "a server error creating the Deployment is retried",
+        "a conflict writing status is retried",
+        "throttling creating the Service is retried",
+        "a read slower than the operator's timeout is retried",
+    ],
+)
+def test_api_faults_are_retried_until_the_agent_converges(
+    kubeconfig: pathlib.Path, apiserver_in_thread: ApiServer, monkeypatch: pytest.MonkeyPatch,
+    method: str, path: str, status: int | None, delay: float,
+) -> None:
+    monkeypatch.setenv("AGENTGOV_RESYNC_SECONDS", "1")
+    monkeypatch.setenv("AGENTGOV_HANDLER_TIMEOUT_SECONDS", "1")
+    api = Api(apiserver_in_thread)
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    fault = apiserver_in_thread.inject_fault(method, path, status=status, delay=delay, times=2)
+    with kopf.testing.KopfRunner(["run", "-A", "--standalone", "-m", "agentgov.controller.handlers"], timeout=60):
+        create_examples(api, with_secrets=True)
+        wait_for(lambda: children(api), lambda c: {f"Deployment/{AGENT}", f"Service/{AGENT}"} <= set(c),
+                 what="the children despite the faults", timeout=30)
+        roll_out(api)
+        wait_for(lambda: api.get(f"{AGD}/{AGENT}"), lambda a: condition(a, "Ready").get("status") == "True",
+                 what="Ready despite the faults", timeout=30)
+        assert fault.hits == 2
+        assert_kstatus(api)
+    assert len([k for k in children(api) if k.startswith("Deployment/")]) == 1
+
+
+def test_an_operator_restarted_mid_reconcile_finishes_the_job(
+    kubeconfig: pathlib.Path, apiserver_in_thread: ApiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTGOV_RESYNC_SECONDS", "1")
+    api = Api(apiserver_in_thread)
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    # The first reconcile stalls creating the Service, after the Deployment exists.
+    stall = apiserver_in_thread.inject_fault("POST", r"/services$", delay=30.0, times=1)
+    args = ["run", "-A", "--standalone", "-m", "agentgov.controller.handlers"]
+    with kopf.testing.KopfRunner(args, timeout=60):
+        create_examples(api, with_secrets=True)
+        wait_for(lambda: stall.hits, lambda hits: hits == 1, what="the reconcile stalled on the Service")
+        assert f"Deployment/{AGENT}" in children(api) and f"Service/{AGENT}" not in children(api)
+    with kopf.testing.KopfRunner(args, timeout=60):
+        owned = wait_for(lambda: children(api), lambda c: f"Service/{AGENT}" in c and f"Ingress/{AGENT}" in c,
+                         what="the remaining children after the restart", timeout=20)
+        roll_out(api)
+        wait_for(lambda: api.get(f"{AGD}/{AGENT}"), lambda a: condition(a, "Ready").get("status") == "True",
+                 what="Ready after the restart", timeout=20)
+        assert_kstatus(api)
+    assert sorted(k.split("/")[0] for k in owned) == sorted(
+        ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Ingress", "NetworkPolicy",
+         "PodDisruptionBudget", "Service", "ServiceAccount"])

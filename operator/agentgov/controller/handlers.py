@@ -12,6 +12,8 @@ their owner through ownerReferences), and kopf's bookkeeping lives in annotation
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import datetime
 import logging
 import os
@@ -32,6 +34,7 @@ GROUP, VERSION = "agentgov.io", "v1alpha1"
 MEMO_API = "agentgov_api"
 MEMO_CONFIG = "agentgov_config"
 MEMO_LAST_RUN = "agentgov_last_reconcile"  # uid -> monotonic time of the last reconcile
+MEMO_LOCKS = "agentgov_reconcile_locks"  # uid -> lock: one reconcile of an agent at a time
 TIMER_TICK_SECONDS = 1.0
 REFERENCE_KINDS = {"agentbudgets": "AgentBudget", "toolpolicies": "ToolPolicy", "regionpolicies": "RegionPolicy"}
 
@@ -58,6 +61,7 @@ async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     memo[MEMO_API] = KubeApi(Connection.from_kopf(info), timeout_seconds=config.handler_timeout_seconds)
     memo[MEMO_CONFIG] = config
     memo[MEMO_LAST_RUN] = {}
+    memo[MEMO_LOCKS] = collections.defaultdict(asyncio.Lock)
 
 
 @kopf.on.cleanup()
@@ -118,6 +122,23 @@ def _lookups(kwargs: Mapping[str, Any]) -> Lookups:
 # --- AgentDeployment -------------------------------------------------------------------------
 
 async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, logger: kopf.Logger, kwargs: Mapping[str, Any]) -> None:
+    uid = (body.get("metadata") or {}).get("uid")
+    # Create/update, the timer, child events and policy fan-out may all fire for one agent:
+    # they queue here instead of racing, and a queued one re-reads the agent first.
+    meta = body.get("metadata") or {}
+    async with memo[MEMO_LOCKS][uid]:
+        api: KubeApi = memo[MEMO_API]
+        path = object_path(f"{GROUP}/{VERSION}", "AgentDeployment", meta.get("namespace") or "default", meta["name"])
+        try:
+            fresh = await api.get(path)
+        except KubeError as error:
+            raise kopf.TemporaryError(str(error), delay=5) from None
+        if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        await _reconcile_locked(fresh, memo, logger, kwargs)
+
+
+async def _reconcile_locked(body: Mapping[str, Any], memo: kopf.Memo, logger: kopf.Logger, kwargs: Mapping[str, Any]) -> None:
     api: KubeApi = memo[MEMO_API]
     config: OperatorConfig = memo[MEMO_CONFIG]
     memo[MEMO_LAST_RUN][(body.get("metadata") or {}).get("uid")] = time.monotonic()
@@ -165,7 +186,7 @@ async def _reconcile_by_name(namespace: str | None, name: str, memo: kopf.Memo, 
         body = await api.get(object_path(f"{GROUP}/{VERSION}", "AgentDeployment", namespace or "default", name))
     except KubeError as error:
         raise kopf.TemporaryError(str(error), delay=5) from None
-    if body is not None and not (body.get("metadata") or {}).get("deletionTimestamp"):
+    if body is not None:
         await _reconcile(body, memo, logger, kwargs)
 
 

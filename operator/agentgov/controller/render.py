@@ -1,13 +1,15 @@
 """Offline rendering: what a set of agentgov objects means, without a cluster.
 
-``agentgov render`` feeds parsed manifests through here. Today it states each object's
-effective settings (defaults applied, shipped roles/prices/rules merged) and checks the
-references between objects; the operator's builders will add the child objects it creates.
-Pure: objects in, text or dicts out.
+``agentgov render`` feeds parsed manifests through here: a summary of each object's effective
+settings (defaults applied, shipped roles/prices/rules merged), the references between
+objects, and — through the operator's own builders, so the output is exactly what the
+operator would apply — every child object of every AgentDeployment. Pure: objects in, text
+or dicts out.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +20,8 @@ from agentgov.api.crd import without_empty_lists
 from agentgov.api.regionpolicy import RegionPolicySpec
 from agentgov.api.resources import CustomResource
 from agentgov.api.toolpolicy import ToolPolicySpec
+from agentgov.controller import builders
+from agentgov.controller.config import OperatorConfig
 
 AnyResource = CustomResource[Any, Any]
 
@@ -143,3 +147,71 @@ def summary_line(objects: Sequence[AnyResource]) -> str:
 def normalized(obj: AnyResource) -> dict[str, Any]:
     """The object as the API server would store it: defaults applied, unset fields absent."""
     return without_empty_lists(obj.model_dump(mode="json", by_alias=True, exclude_none=True))  # type: ignore[no-any-return]
+
+
+# --- the children the operator would create ---------------------------------------------------
+
+OFFLINE_UID_NAMESPACE = uuid.UUID("7b0c2f4e-6a56-4f0e-9a4c-61676e74676f")
+
+
+def offline_uid(namespace: str, name: str) -> str:
+    """A stand-in uid for ownerReferences when rendering without a cluster (the API server
+    assigns the real one); deterministic, so renders diff cleanly in GitOps reviews."""
+    return str(uuid.uuid5(OFFLINE_UID_NAMESPACE, f"{namespace}/{name}"))
+
+
+def _lookups_from(objects: Sequence[AnyResource]) -> dict[str, dict[tuple[str, str], AnyResource]]:
+    found: dict[str, dict[tuple[str, str], AnyResource]] = {"AgentBudget": {}, "ToolPolicy": {}, "RegionPolicy": {}}
+    for obj in objects:
+        if obj.kind in found:
+            found[obj.kind][(obj.metadata.namespace or "default", obj.metadata.name)] = obj
+    return found
+
+
+def rendered_children(
+    objects: Sequence[AnyResource], config: OperatorConfig
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every child the operator would create for the AgentDeployments among ``objects``, with
+    the budgets and policies among them, and one problem line per agent that cannot be built."""
+    lookups = _lookups_from(objects)
+    children: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for obj in objects:
+        if obj.kind != "AgentDeployment":
+            continue
+        namespace = obj.metadata.namespace or "default"
+        if not obj.metadata.uid:
+            meta = obj.metadata.model_copy(update={"uid": offline_uid(namespace, obj.metadata.name), "namespace": namespace})
+            obj = obj.model_copy(update={"metadata": meta})
+        spec = obj.spec
+        inputs = builders.Inputs(
+            agent=obj,
+            budgets={n: lookups["AgentBudget"][(namespace, n)] for n in spec.budget_refs
+                     if (namespace, n) in lookups["AgentBudget"]},
+            tool_policy=lookups["ToolPolicy"].get((namespace, spec.tool_policy_ref or "")),
+            region_policy=lookups["RegionPolicy"].get((namespace, spec.region_policy_ref or "")),
+            config=config,
+        )
+        label = f"AgentDeployment {namespace}/{obj.metadata.name}"
+        missing = builders.missing_references(inputs)
+        if missing:
+            problems.append(f"{label}: cannot render its children, not found: {', '.join(missing)}")
+            continue
+        try:
+            children.extend(builders.build_children(inputs))
+        except builders.BuildError as error:
+            problems.append(f"{label}: {error}")
+    return children, problems
+
+
+def children_of(obj: AnyResource, children: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rendered children whose controller is ``obj``."""
+    if obj.kind != "AgentDeployment":
+        return []
+    namespace = obj.metadata.namespace or "default"
+    return [
+        child
+        for child in children
+        if child["metadata"].get("namespace") == namespace
+        and any(o.get("controller") and o.get("name") == obj.metadata.name for o in child["metadata"].get("ownerReferences", []))
+    ]
