@@ -18,7 +18,7 @@ Unset or empty variables take the defaults below.
 | AGENTGOV_SIDECAR_CPU_REQUEST / _MEMORY_REQUEST / _CPU_LIMIT / _MEMORY_LIMIT | 100m / 128Mi / 500m / 256Mi | sidecar resources unless the AgentDeployment sets them |
 | AGENTGOV_AGENT_CPU_REQUEST / _MEMORY_REQUEST / _CPU_LIMIT / _MEMORY_LIMIT | 250m / 256Mi / 1 / 1Gi | agent container resources unless the AgentDeployment sets them |
 | AGENTGOV_RESYNC_SECONDS | 60 | period of the reconcile timer (drift repair) |
-| AGENTGOV_HANDLER_TIMEOUT_SECONDS | 60 | timeout of every handler |
+| AGENTGOV_HANDLER_TIMEOUT_SECONDS | 60 | timeout of each API call a handler makes (handlers retry with backoff and give up after 10 minutes) |
 | AGENTGOV_CLUSTER_DOMAIN | cluster.local | DNS suffix of Services |
 
 Pure: the environment is passed in, never read from ``os`` here.

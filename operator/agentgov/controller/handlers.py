@@ -46,6 +46,8 @@ def utc_now() -> str:
 @kopf.on.startup()
 async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     config = OperatorConfig.from_env(os.environ)
+    for unknown in OperatorConfig.unknown_variables(os.environ):
+        logger.warning("ignoring %s: not an agentgov setting (a typo?)", unknown)
     settings.persistence.finalizer = "agentgov.io/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="agentgov.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -8,12 +8,14 @@ one replica act while the others wait, so no work is done twice.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 
 import kopf
 from prometheus_client import start_http_server
 
 from agentgov.controller import handlers, metrics
+from agentgov.controller.config import OperatorConfig
 
 
 def run(
@@ -23,7 +25,9 @@ def run(
     liveness: str | None,
     metrics_port: int | None,
 ) -> None:
+    """``namespaces`` from the command line win over ``AGENTGOV_NAMESPACES``; none means all."""
     assert handlers.GROUP  # the import registers the handlers with kopf
+    namespaces = list(namespaces) or list(OperatorConfig.from_env(os.environ).namespaces)
     if metrics_port:
         start_http_server(metrics_port, registry=metrics.REGISTRY)
     asyncio.run(
