@@ -15,7 +15,7 @@ from agentgov import __version__
 EPILOG = """\
 examples:
   agentgov render examples/              what the example CRs mean, defaults applied
-  agentgov render examples/ -o yaml      the objects as the API server would store them
+  agentgov render -f examples/ -o yaml   the objects the operator would create, for GitOps diffs
   agentgov crds generate                 rewrite crds/*.yaml from the models
   agentgov crds generate --check         exit 1 if crds/ is out of date (for CI)
   agentgov crds docs > docs/resources.md the field reference
@@ -56,30 +56,55 @@ def _cmd_crds_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from agentgov.controller.run import run
+
+    run(args.namespace, args.standalone, args.peering, args.liveness, args.metrics_port)
+    return 0
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
+    import os
+
     from agentgov.api.manifests import load_manifests
     from agentgov.controller import render
+    from agentgov.controller.config import ConfigError, OperatorConfig
 
-    loaded = load_manifests(args.paths)
+    paths = [*args.paths, *args.filename]
+    if not paths:
+        print("render: name at least one file or folder (PATH or -f PATH)", file=sys.stderr)
+        return 2
+    try:
+        config = OperatorConfig.from_env(os.environ)
+    except ConfigError as bad_setting:
+        print(f"error: {bad_setting}", file=sys.stderr)
+        return 2
+    loaded = load_manifests(paths)
     errors = [item.error for item in loaded if item.error]
     objects = [item.obj for item in loaded if item.obj is not None]
     if not loaded:
-        print(f"no manifests found in {', '.join(args.paths)}", file=sys.stderr)
+        print(f"no manifests found in {', '.join(paths)}", file=sys.stderr)
         return 1
+    children, problems = render.rendered_children(objects, config)
     if args.output == "text":
         for obj in objects:
             print(render.describe(obj))
+            own = render.children_of(obj, children)
+            if own:
+                print("  creates: " + ", ".join(f"{c['kind']}/{c['metadata']['name']}" for c in own))
             print()
         for problem in render.dangling_references(objects):
             print(f"warning: {problem}", file=sys.stderr)
         skipped = [item.skipped for item in loaded if item.skipped]
         if skipped:
             print(f"skipped {len(skipped)} object(s) of other API groups: {', '.join(skipped)}")
-        print(render.summary_line(objects))
+        print(render.summary_line(objects) + f"; {len(children)} child object(s) rendered (-o yaml to see them)")
     elif args.output == "yaml":
-        print(yaml.safe_dump_all([render.normalized(o) for o in objects], sort_keys=False), end="")
+        print(yaml.safe_dump_all(children, sort_keys=False), end="")
     else:
-        print(json.dumps([render.normalized(o) for o in objects], indent=2))
+        print(json.dumps(children, indent=2))
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     if errors:
@@ -105,12 +130,37 @@ def build_parser() -> argparse.ArgumentParser:
         "cluster, and show their effective settings (defaults and shipped roles, prices and rules "
         "applied). Exits 1 if any object is invalid; each error names the file, object and field.",
     )
-    render.add_argument("paths", nargs="+", metavar="PATH", help="YAML files or folders of them")
+    render.add_argument("paths", nargs="*", metavar="PATH", help="YAML files or folders of them")
+    render.add_argument(
+        "-f", "--filename", action="append", default=[], metavar="PATH",
+        help="a YAML file or folder, as with kubectl (repeatable; same as PATH)",
+    )
     render.add_argument(
         "-o", "--output", choices=("text", "yaml", "json"), default="text",
-        help="text: a summary per object (default); yaml/json: the objects with defaults applied",
+        help="text: a summary per object (default); yaml/json: the exact child objects the operator would "
+        "create (ownerReferences carry a stand-in uid; Secrets' versions are unknown offline)",
     )
     render.set_defaults(func=_cmd_render)
+
+    operator = commands.add_parser(
+        "operator",
+        help="run the operator (reconciles the four resources)",
+        description="Run the kopf operator that turns AgentDeployments, AgentBudgets, ToolPolicies and "
+        "RegionPolicies into running, governed agents. Credentials come from the in-cluster service account "
+        "or the current kubeconfig. Settings: AGENTGOV_* environment variables (see docs).",
+        epilog="examples:\n  agentgov operator --standalone                   one replica, cluster-wide\n"
+        "  agentgov operator -n research -n support          only these namespaces\n"
+        "  agentgov operator --peering agentgov              several replicas, one active",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    operator.add_argument("-n", "--namespace", action="append", default=[], help="watch only this namespace (repeatable)")
+    operator.add_argument("--standalone", action="store_true", help="no peering: this is the only replica")
+    operator.add_argument("--peering", default=None, help="kopf peering name shared by the replicas")
+    operator.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL (default: %(default)s)"
+    )
+    operator.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)")
+    operator.set_defaults(func=_cmd_operator)
 
     crds = commands.add_parser("crds", help="CustomResourceDefinitions generated from the models")
     crds_commands = crds.add_subparsers(dest="crds_command", metavar="ACTION", required=True)
@@ -127,6 +177,89 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print every field of every resource with its type, default and description.",
     )
     docs.set_defaults(func=_cmd_crds_docs)
+
+    # --- sidecar, token, audit: the policy sidecar and its tools (agentgov.sidecar) ---------
+    def _cmd_sidecar(args: argparse.Namespace) -> int:
+        from agentgov.sidecar.commands import run_sidecar
+
+        return run_sidecar(bundle=args.bundle, secrets_dir=args.secrets_dir, host=args.host, port=args.port)
+
+    def _cmd_token_create(args: argparse.Namespace) -> int:
+        from agentgov.sidecar.commands import create_token
+
+        return create_token(user=args.user, role=args.role, scopes=args.scope, ttl=args.ttl, key_file=args.key_file,
+                            issuer=args.issuer, audience=args.audience, alg=args.alg, kid=args.kid, team=args.team)
+
+    def _cmd_audit_verify(args: argparse.Namespace) -> int:
+        from agentgov.sidecar.commands import verify_audit
+
+        return verify_audit(args.file, args.head)
+
+    sidecar = commands.add_parser(
+        "sidecar",
+        help="run the policy sidecar in front of an agent",
+        description="Serve the inbound port: authenticate callers (JWT), authorize them against the policy "
+        "bundle, write the audit log, and stream requests to the agent on 127.0.0.1. The bundle and the "
+        "secrets it names are re-read when they change. Other settings come from AGENTGOV_* environment "
+        "variables (AGENTGOV_AUDIT_LOG, AGENTGOV_AUDIT_FSYNC, AGENTGOV_TRUSTED_PROXIES, ...; see docs/sidecar.md).",
+        epilog="examples:\n"
+        "  agentgov sidecar --bundle /etc/agentgov/bundle/bundle.json      as the operator runs it\n"
+        "  agentgov sidecar --bundle bundle.json --secrets-dir ./secrets --port 9080\n"
+        "                                               locally: secrets at ./secrets/<secret>/<key>\n"
+        "  AGENTGOV_AUDIT_LOG=./audit.jsonl agentgov sidecar --bundle bundle.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sidecar.add_argument("--bundle", required=True, metavar="PATH", help="the policy bundle (JSON) to enforce")
+    sidecar.add_argument("--secrets-dir", metavar="DIR",
+                         help="where the bundle's secrets are mounted (default: /etc/agentgov/secrets)")
+    sidecar.add_argument("--host", help="address to listen on (default: 0.0.0.0)")
+    sidecar.add_argument("--port", type=int, help="port to listen on (default: the bundle's inbound port, 8080)")
+    sidecar.set_defaults(func=_cmd_sidecar)
+
+    token = commands.add_parser("token", help="scoped tokens for automation")
+    token_commands = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    token_create = token_commands.add_parser(
+        "create",
+        help="mint a scoped JWT with a key file",
+        description="Print a JWT for USER with ROLE and the given scopes, signed with the key file: a raw HMAC "
+        "secret of at least 32 bytes (HS256), a PEM private key (RS256, ES256 or EdDSA, by key type) or a "
+        "private JWK. The issuer and audience must be the ones the sidecar's bundle expects.",
+        epilog="examples:\n"
+        "  agentgov token create --user ci-bot --role analyst --scope financial_data --ttl 1h \\\n"
+        "      --key-file hmac.key --issuer https://login.example.com/ --audience agents.example.com\n"
+        "  agentgov token create --user nightly --role viewer --ttl 15m --alg ES256 --kid 2025-01 \\\n"
+        "      --key-file ec-private.pem --issuer https://login.example.com/ --audience agents.example.com",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    token_create.add_argument("--user", required=True, help="the token's subject (sub)")
+    token_create.add_argument("--role", required=True, help="a role of the agent's ToolPolicy, e.g. analyst")
+    token_create.add_argument("--scope", action="append", default=[], help="a scope to grant (repeatable)")
+    token_create.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 1d (default: %(default)s)")
+    token_create.add_argument("--key-file", required=True, metavar="PATH", help="signing key (HMAC secret, PEM or JWK)")
+    token_create.add_argument("--issuer", required=True, help="iss: the issuer the sidecar expects")
+    token_create.add_argument("--audience", required=True, help="aud: one of the audiences the sidecar accepts")
+    token_create.add_argument("--alg", choices=("HS256", "RS256", "ES256", "EdDSA"),
+                              help="must match the key (default: the key's own algorithm)")
+    token_create.add_argument("--kid", help="key id put in the header (for rotation)")
+    token_create.add_argument("--team", help="team claim, for team budgets")
+    token_create.set_defaults(func=_cmd_token_create)
+
+    audit = commands.add_parser("audit", help="the sidecar's tamper-evident audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    audit_verify = audit_commands.add_parser(
+        "verify",
+        help="check an audit log's hash chain",
+        description="Recompute every record's hash and the links between records. Exits 1 and names the line "
+        "and seq of each edited, deleted, reordered, duplicated or truncated record; records missing at the "
+        "end are found against the head file the sidecar keeps next to the log (FILE.head).",
+        epilog="examples:\n"
+        "  agentgov audit verify /var/log/agentgov/audit.jsonl\n"
+        "  agentgov audit verify copy.jsonl --head copy.jsonl.head",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    audit_verify.add_argument("file", metavar="FILE", help="the audit log (JSON lines)")
+    audit_verify.add_argument("--head", metavar="PATH", help="the head file (default: FILE.head, if present)")
+    audit_verify.set_defaults(func=_cmd_audit_verify)
     return parser
 
 

@@ -4,6 +4,7 @@ named within limits, deterministic, and present exactly when the spec asks for t
 from __future__ import annotations
 
 import json
+import pathlib
 import random
 import re
 from typing import Any
@@ -334,3 +335,22 @@ def test_a_policy_of_the_wrong_kind_is_a_programming_error() -> None:
         Inputs(agent=parse_object(AGENT), budgets={}, tool_policy=parse_object(BUDGET), region_policy=None, config=OperatorConfig())
     with pytest.raises(TypeError, match="agent must be a parsed AgentDeployment"):
         Inputs(agent=parse_object(TOOLS), budgets={}, tool_policy=None, region_policy=None, config=OperatorConfig())
+
+
+def test_the_sidecar_gets_a_writable_volume_at_the_audit_log_directory() -> None:
+    """The sidecar's root filesystem is read-only; without this its audit sink fails and /ready with it."""
+    from agentgov.api.bundle import AUDIT_LOG_DIR, AUDIT_LOG_FILE
+    from agentgov.api.manifests import load_manifests
+    from agentgov.controller.config import OperatorConfig
+    from agentgov.controller.render import rendered_children
+
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    objects = [item.obj for item in load_manifests([repo / "examples"]) if item.obj is not None]
+    children, problems = rendered_children(objects, OperatorConfig.from_env({}))
+    assert problems == []
+    pod = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "agentgov-sidecar")
+    mount = next(m for m in sidecar["volumeMounts"] if m["mountPath"] == AUDIT_LOG_DIR)
+    assert not mount.get("readOnly")
+    assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert AUDIT_LOG_FILE.startswith(AUDIT_LOG_DIR + "/")

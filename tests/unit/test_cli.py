@@ -30,6 +30,11 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     assert "render" in out and "crds" in out and "examples:" in out
 
 
+def test_render_without_a_path_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "render")
+    assert code == 2 and "name at least one file or folder" in err
+
+
 def test_no_subcommand_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys)
     assert code == 2 and "usage: agentgov" in out
@@ -48,23 +53,46 @@ def test_render_of_the_examples_describes_each_object(capsys: pytest.CaptureFixt
     assert "daily $16.67 (monthly / 30)" in out
     assert "sensitive-on-premise: required on-premise for sensitive, pii" in out
     assert "skipped 1 object(s) of other API groups: v1 Namespace research" in out
-    assert out.strip().endswith("4 object(s) valid (1 AgentBudget, 1 AgentDeployment, 1 RegionPolicy, 1 ToolPolicy)")
+    assert "creates: ServiceAccount/research-assistant, ConfigMap/research-assistant-bundle" in out
+    assert out.strip().endswith(
+        "4 object(s) valid (1 AgentBudget, 1 AgentDeployment, 1 RegionPolicy, 1 ToolPolicy); "
+        "8 child object(s) rendered (-o yaml to see them)")
     assert err == ""
 
 
-def test_render_as_yaml_applies_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "render", str(EXAMPLES / "research-budget.yaml"), "-o", "yaml")
+def test_render_as_yaml_prints_the_children_the_operator_would_create(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "render", "-f", str(EXAMPLES), "-o", "yaml")
     assert code == 0
-    (budget,) = list(yaml.safe_load_all(out))
-    assert budget["spec"]["scope"] == "Each"
-    assert budget["spec"]["limits"] == {"monthlyUsd": 500}
-    assert budget["spec"]["alertThresholds"] == [80, 90]
+    kinds = [doc["kind"] for doc in yaml.safe_load_all(out)]
+    assert kinds == ["ServiceAccount", "ConfigMap", "NetworkPolicy", "Deployment", "Service",
+                     "PodDisruptionBudget", "HorizontalPodAutoscaler", "Ingress"]
+
+
+def test_render_output_is_the_same_on_every_run(capsys: pytest.CaptureFixture[str]) -> None:
+    first = run(capsys, "render", "-f", str(EXAMPLES), "-o", "yaml")[1]
+    assert run(capsys, "render", "-f", str(EXAMPLES), "-o", "yaml")[1] == first
 
 
 def test_render_as_json_is_one_parseable_array(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "render", str(EXAMPLES), "-o", "json")
     assert code == 0
-    assert sorted(o["kind"] for o in json.loads(out)) == ["AgentBudget", "AgentDeployment", "RegionPolicy", "ToolPolicy"]
+    children = json.loads(out)
+    assert {c["metadata"]["namespace"] for c in children} == {"research"}
+    assert all(c["metadata"]["ownerReferences"][0]["name"] == "research-assistant" for c in children)
+
+
+def test_render_without_the_referenced_policies_warns_and_renders_no_children(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "render", str(EXAMPLES / "research-agent.yaml"), "-o", "yaml")
+    assert code == 0 and out.strip() == ""
+    assert "cannot render its children, not found: AgentBudget research/research-team" in err
+
+
+def test_render_with_a_bad_operator_setting_names_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTGOV_RESYNC_SECONDS", "soon")
+    code, _, err = run(capsys, "render", str(EXAMPLES))
+    assert code == 2 and "AGENTGOV_RESYNC_SECONDS" in err
 
 
 def test_render_of_invalid_examples_names_file_object_and_field(capsys: pytest.CaptureFixture[str]) -> None:

@@ -31,6 +31,10 @@ BUNDLE_SCHEMA_VERSION: Final = "agentgov.io/bundle/v1"
 BUNDLE_MOUNT_DIR = "/etc/agentgov/bundle"
 BUNDLE_FILE_NAME = "bundle.json"
 SECRETS_MOUNT_DIR = "/etc/agentgov/secrets"
+# The sidecar's audit log: a writable volume the operator mounts (an emptyDir until the audit
+# sinks ship records off the pod).
+AUDIT_LOG_DIR = "/var/log/agentgov"
+AUDIT_LOG_FILE = f"{AUDIT_LOG_DIR}/audit.jsonl"
 INBOUND_PORT = 8080
 EGRESS_PORT = 8081
 

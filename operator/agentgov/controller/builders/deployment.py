@@ -34,7 +34,14 @@ from fractions import Fraction
 from typing import Final
 
 from agentgov.api.agentdeployment import Resources
-from agentgov.api.bundle import BUNDLE_FILE_NAME, BUNDLE_MOUNT_DIR, SECRETS_MOUNT_DIR, PolicyBundle, bundle_hash
+from agentgov.api.bundle import (
+    AUDIT_LOG_DIR,
+    BUNDLE_FILE_NAME,
+    BUNDLE_MOUNT_DIR,
+    SECRETS_MOUNT_DIR,
+    PolicyBundle,
+    bundle_hash,
+)
 from agentgov.api.quantity import canonical_quantity, parse_quantity
 from agentgov.controller.builders import configmap, serviceaccount
 from agentgov.controller.builders.bundle import mounted_secrets
@@ -66,6 +73,8 @@ BUNDLE_VOLUME: Final = "bundle"
 SIDECAR_TMP_VOLUME: Final = "sidecar-tmp"
 AGENT_TMP_VOLUME: Final = "agent-tmp"
 SIDECAR_TMP_SIZE: Final = "64Mi"
+AUDIT_VOLUME: Final = "audit-log"
+AUDIT_VOLUME_SIZE: Final = "1Gi"
 OPENAI_API_KEY_PLACEHOLDER: Final = "agentgov-sidecar-holds-the-key"
 # Variables the operator sets on the agent that a spec may not override (they are how the
 # agent reaches the sidecar); OPENAI_API_KEY is only a default.
@@ -241,6 +250,8 @@ def volumes(inputs: Inputs, bundle: PolicyBundle) -> tuple[list[Manifest], list[
     pod.append({"name": SIDECAR_TMP_VOLUME, "emptyDir": {"sizeLimit": SIDECAR_TMP_SIZE}})
     pod.append({"name": AGENT_TMP_VOLUME, "emptyDir": {}})
     mounts.append({"name": SIDECAR_TMP_VOLUME, "mountPath": "/tmp"})
+    pod.append({"name": AUDIT_VOLUME, "emptyDir": {"sizeLimit": AUDIT_VOLUME_SIZE}})
+    mounts.append({"name": AUDIT_VOLUME, "mountPath": AUDIT_LOG_DIR})
     return pod, mounts
 
 

@@ -1,0 +1,141 @@
+"""Process settings of the sidecar: what the pod gives it, as opposed to what the bundle decides.
+
+The bundle (policy) can change while the sidecar runs; these cannot. They come from the
+command line (``--bundle``, ``--secrets-dir``, ``--host``, ``--port``) and from
+``AGENTGOV_*`` environment variables; a bad value fails fast with a message naming the
+variable. ``Settings`` is a frozen value: tests build as many as they need.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal, cast
+
+from agentgov.api.bundle import AUDIT_LOG_FILE, BUNDLE_FILE_NAME, BUNDLE_MOUNT_DIR, SECRETS_MOUNT_DIR
+from agentgov.sidecar.errors import ConfigError
+
+FsyncPolicy = Literal["always", "interval", "never"]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DEFAULT_AUDIT_LOG: Final = AUDIT_LOG_FILE
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the sidecar process needs besides the bundle."""
+
+    bundle_path: Path = Path(BUNDLE_MOUNT_DIR) / BUNDLE_FILE_NAME
+    secrets_dir: Path = Path(SECRETS_MOUNT_DIR)
+    host: str = "0.0.0.0"
+    # None: bundle.sidecar.inboundPort (or 8080 when no bundle could be read at start).
+    port: int | None = None
+    # Where the agent listens; the port is bundle.sidecar.agentPort.
+    agent_host: str = "127.0.0.1"
+    audit_log: Path = Path(DEFAULT_AUDIT_LOG)
+    audit_fsync: FsyncPolicy = "always"
+    audit_fsync_interval_seconds: float = 1.0
+    audit_queue_size: int = 10_000
+    # How long a privileged operation waits for its audit record to be durable.
+    audit_durable_timeout_seconds: float = 5.0
+    # X-Forwarded-* headers are believed only from these peers (an ingress controller).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+    jwks_timeout_seconds: float = 5.0
+    jwks_cache_seconds: float = 300.0
+    # At most one JWKS fetch per this interval, however many unknown `kid`s arrive.
+    jwks_min_refresh_seconds: float = 30.0
+    jwks_max_bytes: int = 512 * 1024
+    execution_ttl_seconds: float = 3600.0
+    execution_max_entries: int = 100_000
+    reload_interval_seconds: float = 2.0
+    token_max_ttl_seconds: int = 86_400
+    # Header limits of the HTTP parser. Large enough that an oversized token is answered by
+    # the authenticator (the uniform 401) rather than by the parser (a bare 400).
+    max_header_bytes: int = 2 * 1024 * 1024
+    shutdown_timeout_seconds: float = 10.0
+
+
+# variable -> Settings field; documented in docs/sidecar.md.
+_ENV_FIELDS: Final[dict[str, str]] = {
+    "AGENTGOV_AUDIT_LOG": "audit_log",
+    "AGENTGOV_AUDIT_FSYNC": "audit_fsync",
+    "AGENTGOV_AUDIT_FSYNC_INTERVAL_SECONDS": "audit_fsync_interval_seconds",
+    "AGENTGOV_AUDIT_QUEUE_SIZE": "audit_queue_size",
+    "AGENTGOV_TRUSTED_PROXIES": "trusted_proxies",
+    "AGENTGOV_JWKS_TIMEOUT_SECONDS": "jwks_timeout_seconds",
+    "AGENTGOV_JWKS_CACHE_SECONDS": "jwks_cache_seconds",
+    "AGENTGOV_JWKS_MIN_REFRESH_SECONDS": "jwks_min_refresh_seconds",
+    "AGENTGOV_EXECUTION_TTL_SECONDS": "execution_ttl_seconds",
+    "AGENTGOV_RELOAD_INTERVAL_SECONDS": "reload_interval_seconds",
+    "AGENTGOV_TOKEN_MAX_TTL_SECONDS": "token_max_ttl_seconds",
+}
+ENV_VARIABLES: Final[tuple[str, ...]] = tuple(_ENV_FIELDS)
+
+
+def parse_trusted_proxies(text: str) -> tuple[IPNetwork, ...]:
+    """``10.0.0.0/8, 192.168.1.7`` -> networks; raises ValueError naming the bad entry."""
+    networks: list[IPNetwork] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR") from None
+    return tuple(networks)
+
+
+def _positive_number(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"{text!r} is not a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _fsync(text: str) -> FsyncPolicy:
+    if text not in ("always", "interval", "never"):
+        raise ValueError(f"{text!r} is not one of always, interval, never")
+    return cast(FsyncPolicy, text)
+
+
+_PARSERS: Final[dict[str, object]] = {
+    "audit_log": Path,
+    "audit_fsync": _fsync,
+    "audit_fsync_interval_seconds": _positive_number,
+    "audit_queue_size": _positive_int,
+    "trusted_proxies": parse_trusted_proxies,
+    "jwks_timeout_seconds": _positive_number,
+    "jwks_cache_seconds": _positive_number,
+    "jwks_min_refresh_seconds": _positive_number,
+    "execution_ttl_seconds": _positive_number,
+    "reload_interval_seconds": _positive_number,
+    "token_max_ttl_seconds": _positive_int,
+}
+
+
+def settings_from_env(environ: Mapping[str, str], **given: object) -> Settings:
+    """Settings from ``AGENTGOV_*`` variables, then ``given`` (command-line values) on top.
+
+    Raises ConfigError naming the variable when a value cannot be used.
+    """
+    values: dict[str, object] = {}
+    for variable, name in _ENV_FIELDS.items():
+        if variable not in environ:
+            continue
+        parser = _PARSERS[name]
+        assert callable(parser)
+        try:
+            values[name] = parser(environ[variable].strip())
+        except ValueError as e:
+            raise ConfigError(f"{variable}: {e}") from None
+    values.update({k: v for k, v in given.items() if v is not None})
+    return Settings(**values)  # type: ignore[arg-type]
