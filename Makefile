@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv crds check-crds lint clean help
+.PHONY: demo test venv crds check-crds lint clean help bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,6 +30,12 @@ crds: venv  ## regenerate crds/ from the models
 
 check-crds: venv  ## fail if crds/ is out of date
 	$(BIN)/agentgov crds generate --check
+
+BENCH_ARGS ?= --sizes 10,100,1000
+
+bench: venv  ## measure how the operator scales (benchmarks/results/operator_scale.*)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python benchmarks/operator_scale.py $(BENCH_ARGS)
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache

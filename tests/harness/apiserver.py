@@ -935,6 +935,11 @@ class ApiServer(kmock.KubernetesEmulator):
     require_namespaces: bool = True
 
     _faults: list[Fault] = attrs.field(factory=list, init=False)
+    # uid -> key of every stored object, and whether a write since the last garbage collection
+    # may have given the collector work (something deleting or removed, or an owner reference
+    # to a uid that is not stored). Without them every write scanned the whole store (O(N^2)).
+    _uids: dict[str, StoreKey] = attrs.field(factory=dict, init=False)
+    _gc_pending: bool = attrs.field(default=False, init=False)
     _custom_types: dict[tuple[str, str, str], ResourceType] = attrs.field(factory=dict, init=False)
     _store: dict[StoreKey, JSON] = attrs.field(factory=dict, init=False)
     _rv: int = attrs.field(default=1, init=False)
@@ -1389,12 +1394,20 @@ class ApiServer(kmock.KubernetesEmulator):
         """Store a new state of an object with the next resourceVersion and record the event."""
         obj['metadata']['resourceVersion'] = str(self._next_rv())
         self._store[key] = copy.deepcopy(obj)
+        meta = obj['metadata']
+        if meta.get('uid'):
+            self._uids[meta['uid']] = key
+        if meta.get('deletionTimestamp') or any(
+                ref.get('uid') not in self._uids for ref in meta.get('ownerReferences') or []):
+            self._gc_pending = True
         self._record(rtype, 'ADDED' if prev is None else 'MODIFIED', obj, prev)
         return obj
 
     def _remove(self, rtype: ResourceType, key: StoreKey) -> JSON:
         """Remove an object for good; the DELETED event carries the deletion's resourceVersion."""
         obj = self._store.pop(key)
+        self._uids.pop(obj['metadata'].get('uid', ''), None)
+        self._gc_pending = True
         prev = copy.deepcopy(obj)
         obj['metadata']['resourceVersion'] = str(self._next_rv())
         self._record(rtype, 'DELETED', obj, prev)
@@ -2421,9 +2434,13 @@ class ApiServer(kmock.KubernetesEmulator):
 
     def _collect_garbage(self) -> None:
         """What kube-controller-manager's garbage collector, namespace controller and
-        apiextensions' finalizer controller do, run to a fixpoint right after every write."""
+        apiextensions' finalizer controller do, run to a fixpoint right after every write that
+        may have given them work."""
+        if not self._gc_pending:
+            return
         for _ in range(1000):
             if not self._gc_step():
+                self._gc_pending = False
                 return
         raise RuntimeError('garbage collection did not converge')  # pragma: no cover
 

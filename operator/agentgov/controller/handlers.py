@@ -28,14 +28,23 @@ from agentgov.controller import metrics
 from agentgov.controller import status as kstatus
 from agentgov.controller.config import OperatorConfig
 from agentgov.controller.kube import Connection, KubeApi, KubeError, TransientError, object_path
-from agentgov.controller.reconcile import Lookups, reconcile_agent
+from agentgov.controller.reconcile import Lookups, deployment_state, reconcile_agent
 
 GROUP, VERSION = "agentgov.io", "v1alpha1"
 MEMO_API = "agentgov_api"
 MEMO_CONFIG = "agentgov_config"
 MEMO_LAST_RUN = "agentgov_last_reconcile"  # uid -> monotonic time of the last reconcile
-MEMO_LOCKS = "agentgov_reconcile_locks"  # uid -> lock: one reconcile of an agent at a time
-TIMER_TICK_SECONDS = 1.0
+MEMO_LOCKS = "agentgov_reconcile_locks"  # (namespace, name) -> lock: one reconcile of an agent at a time
+MEMO_DEPLOYMENTS = "agentgov_seen_deployments"  # Deployment uid -> state the last reconcile saw
+MEMO_POLICIES = "agentgov_fanned_out"  # (kind, namespace, name) -> generation last fanned out
+FAN_OUT_CONCURRENCY = 8
+# How often the resync timer checks whether an agent is due (AGENTGOV_RESYNC_SECONDS, at most
+# every 10 s). kopf fixes a timer's interval when the module is imported, hence the read here;
+# the startup handler reads the full config and rejects a bad value.
+try:
+    TIMER_TICK_SECONDS = min(max(float(os.environ.get("AGENTGOV_RESYNC_SECONDS") or 60), 0.5), 10.0)
+except ValueError:
+    TIMER_TICK_SECONDS = 10.0
 REFERENCE_KINDS = {"agentbudgets": "AgentBudget", "toolpolicies": "ToolPolicy", "regionpolicies": "RegionPolicy"}
 
 
@@ -64,6 +73,8 @@ async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     memo[MEMO_CONFIG] = config
     memo[MEMO_LAST_RUN] = {}
     memo[MEMO_LOCKS] = collections.defaultdict(asyncio.Lock)
+    memo[MEMO_DEPLOYMENTS] = {}
+    memo[MEMO_POLICIES] = {}
 
 
 @kopf.on.cleanup()
@@ -123,14 +134,21 @@ def _lookups(kwargs: Mapping[str, Any]) -> Lookups:
 
 # --- AgentDeployment -------------------------------------------------------------------------
 
-async def _reconcile(body: Mapping[str, Any], memo: kopf.Memo, logger: kopf.Logger, kwargs: Mapping[str, Any]) -> None:
-    uid = (body.get("metadata") or {}).get("uid")
-    # Create/update, the timer, child events and policy fan-out may all fire for one agent:
-    # they queue here instead of racing, and a queued one re-reads the agent first.
+async def _reconcile(
+    body: Mapping[str, Any], memo: kopf.Memo, logger: kopf.Logger, kwargs: Mapping[str, Any],
+    unless_deployment: tuple[Any, ...] | None = None,
+) -> None:
+    """Reconcile the agent ``body`` names (only its namespace and name are used). Create/update,
+    the timer, child events and policy fan-out may all fire for one agent: they queue on one
+    lock, and each re-reads the agent first. ``unless_deployment``: skip when the last reconcile
+    already saw the child Deployment in this state (the event was that reconcile's own write)."""
     meta = body.get("metadata") or {}
-    async with memo[MEMO_LOCKS][uid]:
+    namespace, name = meta.get("namespace") or "default", meta["name"]
+    async with memo[MEMO_LOCKS][(namespace, name)]:
+        if unless_deployment is not None and memo[MEMO_DEPLOYMENTS].get(unless_deployment[0]) == unless_deployment:
+            return
         api: KubeApi = memo[MEMO_API]
-        path = object_path(f"{GROUP}/{VERSION}", "AgentDeployment", meta.get("namespace") or "default", meta["name"])
+        path = object_path(f"{GROUP}/{VERSION}", "AgentDeployment", namespace, name)
         try:
             fresh = await api.get(path)
         except KubeError as error:
@@ -154,6 +172,9 @@ async def _reconcile_locked(body: Mapping[str, Any], memo: kopf.Memo, logger: ko
         metrics.RECONCILE_ERRORS.labels(error=type(error).__name__.lower()).inc()
         raise kopf.TemporaryError(str(error), delay=30) from None
     metrics.RECONCILES.labels(phase=result.outcome.phase, reason=result.outcome.reason).inc()
+    if result.deployment is not None:
+        state = deployment_state(result.deployment)
+        memo[MEMO_DEPLOYMENTS][state[0]] = state
     for key, change in result.changes.items():
         if change != "unchanged":
             metrics.CHILD_WRITES.labels(kind=key.split("/")[0], change=change).inc()
@@ -177,27 +198,28 @@ async def agent_resync(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
     """Drift repair and status progress even when the CR did not change: a reconcile once
     ``AGENTGOV_RESYNC_SECONDS`` have passed since the last one (the tick only checks)."""
     config: OperatorConfig = memo[MEMO_CONFIG]
-    last = memo[MEMO_LAST_RUN].get(body.metadata.uid, 0.0)
+    last = memo[MEMO_LAST_RUN].setdefault(body.metadata.uid, time.monotonic())  # created or resumed just now
     if time.monotonic() - last >= config.resync_seconds:
         await _reconcile(body, memo, logger, kwargs)
 
 
-async def _reconcile_by_name(namespace: str | None, name: str, memo: kopf.Memo, logger: kopf.Logger, kwargs: Mapping[str, Any]) -> None:
-    api: KubeApi = memo[MEMO_API]
-    try:
-        body = await api.get(object_path(f"{GROUP}/{VERSION}", "AgentDeployment", namespace or "default", name))
-    except KubeError as error:
-        raise kopf.TemporaryError(str(error), delay=5) from None
-    if body is not None:
-        await _reconcile(body, memo, logger, kwargs)
+async def _reconcile_by_name(
+    namespace: str | None, name: str, memo: kopf.Memo, logger: kopf.Logger, kwargs: Mapping[str, Any],
+    unless_deployment: tuple[Any, ...] | None = None,
+) -> None:
+    await _reconcile({"metadata": {"namespace": namespace, "name": name}}, memo, logger, kwargs, unless_deployment)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "agentgov-operator"})
-async def deployment_event(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    """A child Deployment changed (rolled out, scaled, edited, deleted): reconcile its owner."""
+async def deployment_event(*, type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """A child Deployment changed (rolled out, scaled, edited, deleted): reconcile its owner —
+    unless the change is one the owner's last reconcile already saw (its own write)."""
+    state = deployment_state(body) if type != "DELETED" else None
+    if state is not None and memo[MEMO_DEPLOYMENTS].get(state[0]) == state:
+        return
     for owner in body.metadata.get("ownerReferences") or []:
         if owner.get("kind") == "AgentDeployment" and owner.get("apiVersion", "").startswith(GROUP):
-            await _reconcile_by_name(body.metadata.namespace, owner["name"], memo, logger, kwargs)
+            await _reconcile_by_name(body.metadata.namespace, owner["name"], memo, logger, kwargs, state)
 
 
 # --- shared policies: their own status, and fan-out to dependents --------------------------
@@ -205,11 +227,23 @@ async def deployment_event(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Log
 async def _policy_event(kind: str, event: Mapping[str, Any], body: kopf.Body, memo: kopf.Memo,
                         logger: kopf.Logger, kwargs: Mapping[str, Any]) -> None:
     namespace, name = body.metadata.namespace, body.metadata.name
-    if event.get("type") != "DELETED":
+    key = (kind, namespace, name)
+    if event.get("type") == "DELETED":
+        memo[MEMO_POLICIES].pop(key, None)
+    else:
         await _policy_status(kind, body, memo)
-    dependents = kwargs["references_index"].get((kind, namespace, name), [])
-    for agent in sorted(set(dependents)):
-        await _reconcile_by_name(namespace, agent, memo, logger, kwargs)
+        generation = body.metadata.get("generation")
+        if memo[MEMO_POLICIES].get(key) == generation:
+            return  # a status or metadata change: nothing the agents' bundles depend on
+        memo[MEMO_POLICIES][key] = generation
+    dependents = sorted(set(kwargs["references_index"].get(key, [])))
+    limit = asyncio.Semaphore(FAN_OUT_CONCURRENCY)
+
+    async def one(agent: str) -> None:
+        async with limit:
+            await _reconcile_by_name(namespace, agent, memo, logger, kwargs)
+
+    await asyncio.gather(*(one(agent) for agent in dependents))
 
 
 async def _policy_status(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:

@@ -61,6 +61,9 @@ class Result:
     changes: dict[str, Change] = field(default_factory=dict)
     status: dict[str, Any] = field(default_factory=dict)
     status_written: bool = False
+    # The child Deployment as this reconcile last read it: its events that show nothing newer
+    # need no reconcile (they are this reconcile's own writes).
+    deployment: Mapping[str, Any] | None = None
 
 
 def _parse(body: Mapping[str, Any] | None) -> AnyResource | None:
@@ -228,5 +231,12 @@ async def _decide_and_apply(
     outcome, extra = deployment_progress(deployment, deployment_desc["spec"].get("replicas"))
     extra["policyBundleHash"] = bundle_hash(bundle)
     extra["selector"] = builders.selector_string(agent.metadata.name)
-    return Result(outcome, changes, extra)
+    return Result(outcome, changes, extra, deployment=deployment)
+
+
+def deployment_state(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What about a child Deployment matters to its owner's reconcile: spec generation and status."""
+    meta = deployment.get("metadata") or {}
+    status = deployment.get("status") or {}
+    return (meta.get("uid"), meta.get("generation"), tuple(sorted((k, str(v)) for k, v in status.items())))
 
