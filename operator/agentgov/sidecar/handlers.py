@@ -60,8 +60,11 @@ class RequestInfo:
         )
 
 
+REQUEST_INFO = web.RequestKey("agentgov_info", RequestInfo)
+
+
 def request_info(request: web.Request, app: AppState) -> RequestInfo:
-    info: RequestInfo | None = request.get("agentgov_info")
+    info: RequestInfo | None = request.get(REQUEST_INFO)
     if info is None:
         trusted = app.settings.trusted_proxies
         info = RequestInfo(
@@ -72,7 +75,7 @@ def request_info(request: web.Request, app: AppState) -> RequestInfo:
             user_agent=request.headers.get("User-Agent"),
             started=time.monotonic(),
         )
-        request["agentgov_info"] = info
+        request[REQUEST_INFO] = info
     return info
 
 
