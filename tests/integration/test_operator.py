@@ -120,13 +120,22 @@ def children(api: Api) -> dict[str, dict[str, Any]]:
     return owned
 
 
+OPERATOR = ["run", "-A", "--standalone", "-m", "agentgov.controller.handlers"]  # as `kopf run` would
+
+
+def prepared(server: ApiServer, monkeypatch: pytest.MonkeyPatch, **settings: str) -> Api:
+    """A client for ``server`` with the examples' namespace, and operator settings in the env."""
+    for name, value in {"AGENTGOV_RESYNC_SECONDS": "1", **settings}.items():
+        monkeypatch.setenv(name, value)
+    api = Api(server)
+    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return api
+
+
 @pytest.fixture()
 def operator(kubeconfig: pathlib.Path, apiserver_in_thread: ApiServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
-    monkeypatch.setenv("AGENTGOV_RESYNC_SECONDS", "1")
-    api = Api(apiserver_in_thread)
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    args = ["run", "-A", "--standalone", "-m", "agentgov.controller.handlers"]
-    with kopf.testing.KopfRunner(args, timeout=60) as runner:
+    api = prepared(apiserver_in_thread, monkeypatch)
+    with kopf.testing.KopfRunner(OPERATOR, timeout=60) as runner:
         yield api
     assert runner.exception is None, runner.output
     assert runner.exit_code == 0, runner.output
@@ -283,10 +292,8 @@ def test_with_the_operator_gone_for_good_removing_the_finalizer_completes_deleti
     kubeconfig: pathlib.Path, apiserver_in_thread: ApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The procedure docs/operator.md gives for an uninstalled operator."""
-    monkeypatch.setenv("AGENTGOV_RESYNC_SECONDS", "1")
-    api = Api(apiserver_in_thread)
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    with kopf.testing.KopfRunner(["run", "-A", "--standalone", "-m", "agentgov.controller.handlers"], timeout=60):
+    api = prepared(apiserver_in_thread, monkeypatch)
+    with kopf.testing.KopfRunner(OPERATOR, timeout=60):
         create_examples(api, with_secrets=True)
         wait_for(lambda: children(api), lambda c: f"Deployment/{AGENT}" in c, what="the Deployment")
     assert api.delete(f"{AGD}/{AGENT}") == 200
@@ -316,12 +323,9 @@ def test_api_faults_are_retried_until_the_agent_converges(
     kubeconfig: pathlib.Path, apiserver_in_thread: ApiServer, monkeypatch: pytest.MonkeyPatch,
     method: str, path: str, status: int | None, delay: float,
 ) -> None:
-    monkeypatch.setenv("AGENTGOV_RESYNC_SECONDS", "1")
-    monkeypatch.setenv("AGENTGOV_HANDLER_TIMEOUT_SECONDS", "1")
-    api = Api(apiserver_in_thread)
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    api = prepared(apiserver_in_thread, monkeypatch, AGENTGOV_HANDLER_TIMEOUT_SECONDS="1")
     fault = apiserver_in_thread.inject_fault(method, path, status=status, delay=delay, times=2)
-    with kopf.testing.KopfRunner(["run", "-A", "--standalone", "-m", "agentgov.controller.handlers"], timeout=60):
+    with kopf.testing.KopfRunner(OPERATOR, timeout=60):
         create_examples(api, with_secrets=True)
         wait_for(lambda: children(api), lambda c: {f"Deployment/{AGENT}", f"Service/{AGENT}"} <= set(c),
                  what="the children despite the faults", timeout=30)
@@ -336,17 +340,14 @@ def test_api_faults_are_retried_until_the_agent_converges(
 def test_an_operator_restarted_mid_reconcile_finishes_the_job(
     kubeconfig: pathlib.Path, apiserver_in_thread: ApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AGENTGOV_RESYNC_SECONDS", "1")
-    api = Api(apiserver_in_thread)
-    api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    api = prepared(apiserver_in_thread, monkeypatch)
     # The first reconcile stalls creating the Service, after the Deployment exists.
     stall = apiserver_in_thread.inject_fault("POST", r"/services$", delay=30.0, times=1)
-    args = ["run", "-A", "--standalone", "-m", "agentgov.controller.handlers"]
-    with kopf.testing.KopfRunner(args, timeout=60):
+    with kopf.testing.KopfRunner(OPERATOR, timeout=60):
         create_examples(api, with_secrets=True)
         wait_for(lambda: stall.hits, lambda hits: hits == 1, what="the reconcile stalled on the Service")
         assert f"Deployment/{AGENT}" in children(api) and f"Service/{AGENT}" not in children(api)
-    with kopf.testing.KopfRunner(args, timeout=60):
+    with kopf.testing.KopfRunner(OPERATOR, timeout=60):
         owned = wait_for(lambda: children(api), lambda c: f"Service/{AGENT}" in c and f"Ingress/{AGENT}" in c,
                          what="the remaining children after the restart", timeout=20)
         roll_out(api)

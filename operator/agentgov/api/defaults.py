@@ -7,7 +7,7 @@ the models that use them. No I/O here.
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 Permission = Literal[
     "agent:create",
@@ -17,14 +17,7 @@ Permission = Literal[
     "tool:write",
     "tool:all",
 ]
-PERMISSIONS: Final[tuple[Permission, ...]] = (
-    "agent:create",
-    "agent:delete",
-    "agent:execute",
-    "tool:read",
-    "tool:write",
-    "tool:all",
-)
+PERMISSIONS: Final[tuple[Permission, ...]] = get_args(Permission)
 # `tool:all` grants every tool permission.
 TOOL_PERMISSIONS: Final[tuple[Permission, ...]] = ("tool:read", "tool:write")
 
