@@ -4,18 +4,23 @@ way to vary any of them by dotted path before parsing."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from manifest_cases import with_changes
 
 from agentgov.api.manifests import load_manifests
 from agentgov.api.resources import parse_object
-from agentgov.controller.builders import Inputs
+from agentgov.controller.builders import BuildError, Inputs, build_children
 from agentgov.controller.config import OperatorConfig
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 AGENT_UID = "3f1c2a9e-7d4b-4c2e-9a51-0b6f8e2d4c11"
+# What Kubernetes accepts, written out here rather than taken from the builders they check.
+RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
 def _example_manifests() -> dict[str, dict[str, Any]]:
@@ -59,6 +64,13 @@ def make_inputs(
         config=config or OperatorConfig(),
         secret_versions=secret_versions or {},
     )
+
+
+def build_error(inputs: Inputs) -> BuildError:
+    """The BuildError building the children of ``inputs`` raises (the test fails if none)."""
+    with pytest.raises(BuildError) as caught:
+        build_children(inputs)
+    return caught.value
 
 
 def child(children: list[dict[str, Any]], kind: str) -> dict[str, Any]:

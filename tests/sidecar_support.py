@@ -298,6 +298,11 @@ class Sidecar:
                 body = text
             return response.status, body, response.headers
 
+    async def ready(self) -> tuple[int, Any]:
+        """``GET /ready``: the status and the body."""
+        status, body, _ = await self.request('GET', '/ready')
+        return status, body
+
     @property
     def audit_lines(self) -> list[dict[str, Any]]:
         path = self.settings.audit_log

@@ -112,6 +112,25 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def _cmd_sidecar(args: argparse.Namespace) -> int:
+    from agentgov.sidecar.commands import run_sidecar
+
+    return run_sidecar(bundle=args.bundle, secrets_dir=args.secrets_dir, host=args.host, port=args.port)
+
+
+def _cmd_token_create(args: argparse.Namespace) -> int:
+    from agentgov.sidecar.commands import create_token
+
+    return create_token(user=args.user, role=args.role, scopes=args.scope, ttl=args.ttl, key_file=args.key_file,
+                        issuer=args.issuer, audience=args.audience, alg=args.alg, kid=args.kid, team=args.team)
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from agentgov.sidecar.commands import verify_audit
+
+    return verify_audit(args.file, args.head)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentgov",
@@ -179,22 +198,6 @@ def build_parser() -> argparse.ArgumentParser:
     docs.set_defaults(func=_cmd_crds_docs)
 
     # --- sidecar, token, audit: the policy sidecar and its tools (agentgov.sidecar) ---------
-    def _cmd_sidecar(args: argparse.Namespace) -> int:
-        from agentgov.sidecar.commands import run_sidecar
-
-        return run_sidecar(bundle=args.bundle, secrets_dir=args.secrets_dir, host=args.host, port=args.port)
-
-    def _cmd_token_create(args: argparse.Namespace) -> int:
-        from agentgov.sidecar.commands import create_token
-
-        return create_token(user=args.user, role=args.role, scopes=args.scope, ttl=args.ttl, key_file=args.key_file,
-                            issuer=args.issuer, audience=args.audience, alg=args.alg, kid=args.kid, team=args.team)
-
-    def _cmd_audit_verify(args: argparse.Namespace) -> int:
-        from agentgov.sidecar.commands import verify_audit
-
-        return verify_audit(args.file, args.head)
-
     sidecar = commands.add_parser(
         "sidecar",
         help="run the policy sidecar in front of an agent",

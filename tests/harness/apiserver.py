@@ -414,15 +414,23 @@ def human_duration(seconds_float: float) -> str:
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: dicts merge, ``null`` deletes, everything else replaces."""
+    """RFC 7386 JSON merge patch: dicts merge, ``null`` deletes, everything else replaces.
+    Returns a new value; neither argument is changed."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    result: JSON = copy.deepcopy(target) if isinstance(target, dict) else {}
+    return _merge_into(copy.deepcopy(target) if isinstance(target, dict) else {}, patch)
+
+
+def _merge_into(result: JSON, patch: JSON) -> JSON:
+    """``merge_patch`` into ``result``, which is changed: the caller's own copy."""
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
+        elif isinstance(value, dict):
+            current = result.get(key)
+            result[key] = _merge_into(current if isinstance(current, dict) else {}, value)
         else:
-            result[key] = merge_patch(result.get(key), value)
+            result[key] = copy.deepcopy(value)
     return result
 
 
@@ -456,10 +464,13 @@ def strategic_merge_patch(original: JSON, patch: JSON) -> JSON:
 
     Supported directives: ``$patch: replace|delete|merge`` on maps and list items,
     ``$retainKeys``, ``$deleteFromPrimitiveList/<field>``, ``$setElementOrder/<field>``.
+    Returns a new object; ``original`` is not changed.
     """
-    result = _smp_map(original, patch, ())
+    result = _smp_map(copy.deepcopy(original), patch, ())
     return cast(JSON, {} if result is _SMP_DELETE else result)
 
+
+# The _smp_* helpers may take apart ``original``: strategic_merge_patch hands them its own copy.
 
 def _smp_map(original: JSON, patch: JSON, path: tuple[str, ...]) -> Any:
     directive = patch.get('$patch')
@@ -467,7 +478,7 @@ def _smp_map(original: JSON, patch: JSON, path: tuple[str, ...]) -> Any:
         return _smp_strip({key: value for key, value in patch.items() if key != '$patch'})
     if directive == 'delete':
         return _SMP_DELETE
-    result = copy.deepcopy(original)
+    result = dict(original)
     orders: dict[str, list[Any]] = {}
     for key, value in patch.items():
         if key in ('$patch', '$retainKeys'):
@@ -514,7 +525,7 @@ def _smp_list(original: list[Any], patch: list[Any], path: tuple[str, ...]) -> l
     key = _smp_merge_key(path)
     if key is None:
         return [_smp_strip(item) for item in patch]
-    result = copy.deepcopy(original)
+    result = list(original)
     for item in patch:
         if not isinstance(item, dict) or key not in item:
             result.append(_smp_strip(item))
@@ -1381,8 +1392,9 @@ class ApiServer(kmock.KubernetesEmulator):
         return self._rv
 
     def _record(self, rtype: ResourceType, event_type: str, obj: JSON, prev: JSON | None) -> None:
-        event = _Event(int(obj['metadata']['resourceVersion']), rtype.group, rtype.plural, event_type,
-                       copy.deepcopy(obj), copy.deepcopy(prev) if prev is not None else None)
+        """Log a change for watches. ``obj`` and ``prev`` are kept, not copied: they are stored
+        states, and the store replaces an object on every change, never changes one in place."""
+        event = _Event(int(obj['metadata']['resourceVersion']), rtype.group, rtype.plural, event_type, obj, prev)
         self._events.append(event)
         while len(self._events) > self.event_window:
             self._compacted_rv = self._events.popleft().rv
@@ -1393,23 +1405,22 @@ class ApiServer(kmock.KubernetesEmulator):
     def _write(self, rtype: ResourceType, key: StoreKey, obj: JSON, prev: JSON | None) -> JSON:
         """Store a new state of an object with the next resourceVersion and record the event."""
         obj['metadata']['resourceVersion'] = str(self._next_rv())
-        self._store[key] = copy.deepcopy(obj)
+        stored = self._store[key] = copy.deepcopy(obj)
         meta = obj['metadata']
         if meta.get('uid'):
             self._uids[meta['uid']] = key
         if meta.get('deletionTimestamp') or any(
                 ref.get('uid') not in self._uids for ref in meta.get('ownerReferences') or []):
             self._gc_pending = True
-        self._record(rtype, 'ADDED' if prev is None else 'MODIFIED', obj, prev)
+        self._record(rtype, 'ADDED' if prev is None else 'MODIFIED', stored, prev)
         return obj
 
     def _remove(self, rtype: ResourceType, key: StoreKey) -> JSON:
         """Remove an object for good; the DELETED event carries the deletion's resourceVersion."""
-        obj = self._store.pop(key)
-        self._uids.pop(obj['metadata'].get('uid', ''), None)
+        prev = self._store.pop(key)
+        self._uids.pop(prev['metadata'].get('uid', ''), None)
         self._gc_pending = True
-        prev = copy.deepcopy(obj)
-        obj['metadata']['resourceVersion'] = str(self._next_rv())
+        obj = {**prev, 'metadata': {**prev['metadata'], 'resourceVersion': str(self._next_rv())}}
         self._record(rtype, 'DELETED', obj, prev)
         if rtype.group == CRD_GROUP and rtype.plural == CRD_PLURAL:
             self._unregister_crd(obj['metadata']['name'])
@@ -1990,11 +2001,12 @@ class ApiServer(kmock.KubernetesEmulator):
         if directive not in ('Ignore', 'Warn', 'Strict'):
             raise bad_request(f'fieldValidation: Unsupported value: {_go_quote(directive)}: supported values: '
                               '"Ignore", "Warn", "Strict"')
+        # The schema functions return new objects; ``obj`` is the caller's own copy, so its
+        # type and object meta can go into the result as they are.
         root: JSON = {key: obj[key] for key in ('apiVersion', 'kind', 'metadata') if key in obj}
-        pruned = _call_pure(crd_schema.prune, rtype.schema, copy.deepcopy(obj))
-        unknown = crd_schema.unknown_fields(rtype.schema, obj)
-        pruned = _call_pure(crd_schema.prune_nulls, rtype.schema, pruned)
-        pruned.update(copy.deepcopy(root))
+        pruned, unknown = crd_schema.prune_and_report(rtype.schema, obj)
+        pruned = crd_schema.prune_nulls(rtype.schema, pruned)
+        pruned.update(root)
         warnings: list[str] = []
         if unknown:
             messages = [f'unknown field {_go_quote(path)}' for path in unknown]
@@ -2005,8 +2017,8 @@ class ApiServer(kmock.KubernetesEmulator):
                 raise bad_request(text)
             if directive == 'Warn':
                 warnings = messages
-        defaulted = _call_pure(crd_schema.apply_defaults, rtype.schema, pruned)
-        defaulted.update(copy.deepcopy(root))
+        defaulted = crd_schema.apply_defaults(rtype.schema, pruned)
+        defaulted.update(root)
         return defaulted, warnings
 
     def _validate_custom(self, rtype: ResourceType, obj: JSON, old: JSON | None) -> None:
@@ -2152,10 +2164,7 @@ class ApiServer(kmock.KubernetesEmulator):
 
     @staticmethod
     def _comparable(obj: JSON) -> JSON:
-        result = copy.deepcopy(obj)
-        result.pop('apiVersion', None)
-        result.pop('kind', None)
-        return result
+        return {key: value for key, value in obj.items() if key not in ('apiVersion', 'kind')}
 
     @staticmethod
     def _spec_changed(rtype: ResourceType, old: JSON, new: JSON) -> bool:
@@ -2341,6 +2350,12 @@ class ApiServer(kmock.KubernetesEmulator):
         return options
 
     def _delete(self, rtype: ResourceType, namespace: str | None, name: str, options: JSON) -> tuple[JSON, int]:
+        obj, removed = self._delete_object(rtype, namespace, name, options)
+        return (self._deleted_response(rtype, obj) if removed else self._present(rtype, obj)), 200
+
+    def _delete_object(self, rtype: ResourceType, namespace: str | None, name: str, options: JSON) -> tuple[JSON, bool]:
+        """Delete (or start deleting) an object: the object as the deletion left it, and whether it
+        is gone from the store."""
         key = self._key(rtype, namespace, name)
         current = self._get(rtype, namespace, name)
         meta = current['metadata']
@@ -2354,9 +2369,9 @@ class ApiServer(kmock.KubernetesEmulator):
                            f'Precondition failed: ResourceVersion in precondition: {preconditions["resourceVersion"]}, '
                            f'ResourceVersion in object meta: {meta.get("resourceVersion")}')
         if 'All' in (options.get('dryRun') or []):
-            return self._present(rtype, current), 200
+            return current, False
         if meta.get('deletionTimestamp'):
-            return self._present(rtype, current), 200  # already being deleted
+            return current, False  # already being deleted
 
         policy = options.get('propagationPolicy') or 'Background'
         finalizers = list(meta.get('finalizers') or [])
@@ -2374,11 +2389,11 @@ class ApiServer(kmock.KubernetesEmulator):
                 updated.setdefault('status', {})['phase'] = 'Terminating'
             self._write(rtype, key, updated, current)
             self._collect_garbage()
-            return self._present(rtype, self._store.get(key, updated)), 200
+            return self._store.get(key, updated), False
 
         removed = self._remove(rtype, key)
         self._collect_garbage()
-        return self._deleted_response(rtype, removed), 200
+        return removed, True
 
     @staticmethod
     def _mark_deleting(obj: JSON, finalizers: list[str]) -> None:
@@ -2405,8 +2420,7 @@ class ApiServer(kmock.KubernetesEmulator):
         deleted: list[JSON] = []
         for key, obj in sorted(self._store.items()):
             if key[:2] == rtype.storage_key and key in self._store and matches(obj):
-                result, _ = self._delete(rtype, key[2], key[3], options)
-                deleted.append(self._present(rtype, obj) if result.get('kind') == 'Status' else result)
+                deleted.append(self._present(rtype, self._delete_object(rtype, key[2], key[3], options)[0]))
         return {'apiVersion': rtype.api_version, 'kind': rtype.list_kind_name,
                 'metadata': {'resourceVersion': str(self._rv)}, 'items': deleted}
 
@@ -2523,12 +2537,6 @@ class ApiServer(kmock.KubernetesEmulator):
             self._write(rtype, key, updated, obj)
         else:
             self._remove(rtype, key)
-
-
-def _call_pure(function: Callable[[Any, JSON], Any], schema_doc: JSON, obj: JSON) -> JSON:
-    """Call a schema function that either returns the new object or changes it in place."""
-    result = function(schema_doc, obj)
-    return result if isinstance(result, dict) else obj
 
 
 def _apply_merge(live: JSON, applied: JSON) -> JSON:

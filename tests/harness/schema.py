@@ -10,7 +10,8 @@ from the Kubernetes sources, targeting the current releases (1.33+ message forma
 The request pipeline of the real server, and of the harness, is::
 
     obj = prune(schema, obj)                 # decoding: unknown fields dropped (unknown_fields()
-    obj = prune_nulls(schema, obj)           #   lists them for fieldValidation=Strict/warnings)
+    obj = prune_nulls(schema, obj)           #   lists them for fieldValidation=Strict/warnings;
+                                             #   prune_and_report() gives both in one pass)
     obj = apply_defaults(schema, obj)        # defaulting (also re-applied on read)
     errors = validate(schema, obj, old)      # schema, list-type, then CEL rules
     if errors: respond 422 with invalid_status(kind, group, name, errors)
@@ -84,6 +85,7 @@ __all__ = [
     "check_crd",
     "invalid_status",
     "prune",
+    "prune_and_report",
     "prune_nulls",
     "unknown_fields",
     "validate",
@@ -387,17 +389,21 @@ def prune(schema: Mapping[str, Any], obj: Mapping[str, Any]) -> dict[str, Any]:
 
     The object is a resource root: apiVersion, kind and metadata are always kept (metadata is
     kept as is; the real server also drops unknown ObjectMeta fields)."""
-    result = copy.deepcopy(dict(obj))
-    _prune(result, _as_resource_root(schema), [], [])
-    return result
+    return prune_and_report(schema, obj)[0]
 
 
 def unknown_fields(schema: Mapping[str, Any], obj: Mapping[str, Any]) -> list[str]:
     """The sorted paths ``prune`` removes (``spec.foo``, ``spec.items[0].bar``): what the server
     reports as ``unknown field "<path>"`` warnings, or rejects with fieldValidation=Strict."""
+    return prune_and_report(schema, obj)[1]
+
+
+def prune_and_report(schema: Mapping[str, Any], obj: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``prune`` and ``unknown_fields`` of ``obj`` in one pass, as the decoder needs both."""
+    result = copy.deepcopy(dict(obj))
     found: list[str] = []
-    _prune(copy.deepcopy(dict(obj)), _as_resource_root(schema), [], found)
-    return sorted(found)
+    _prune(result, _as_resource_root(schema), [], found)
+    return result, sorted(found)
 
 
 def _as_resource_root(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -871,7 +877,6 @@ def _composite(message: str) -> _OAError:
 
 def _validate_combinators(schema: Mapping[str, Any], value: Any, name: str, old: Any) -> _Result:
     main = _Result()
-    quoted = go_quote(name)
     any_of = schema.get("anyOf") or []
     if any_of:
         best: _Result | None = None
@@ -884,7 +889,7 @@ def _validate_combinators(schema: Mapping[str, Any], value: Any, name: str, old:
             if best is None or outcome.matches > best.matches:
                 best = outcome
         if not succeeded:
-            main.errors.append(_composite(f"{quoted} must validate at least one schema (anyOf)"))
+            main.errors.append(_composite(f"{go_quote(name)} must validate at least one schema (anyOf)"))
         if best is not None:
             main.merge(best)
     one_of = schema.get("oneOf") or []
@@ -901,7 +906,7 @@ def _validate_combinators(schema: Mapping[str, Any], value: Any, name: str, old:
                 best = outcome
         if validated != 1:
             extra = "Found none valid" if validated == 0 else f"Found {validated} valid alternatives"
-            main.errors.append(_composite(f"{quoted} must validate one and only one schema (oneOf). {extra}"))
+            main.errors.append(_composite(f"{go_quote(name)} must validate one and only one schema (oneOf). {extra}"))
             if best is not None:
                 main.merge(best)
     all_of = schema.get("allOf") or []
@@ -914,10 +919,10 @@ def _validate_combinators(schema: Mapping[str, Any], value: Any, name: str, old:
             main.merge(outcome)
         if validated != len(all_of):
             extra = ". None validated" if validated == 0 else ""
-            main.errors.append(_composite(f"{quoted} must validate all the schemas (allOf){extra}"))
+            main.errors.append(_composite(f"{go_quote(name)} must validate all the schemas (allOf){extra}"))
     not_schema = schema.get("not")
     if isinstance(not_schema, Mapping) and not _openapi(not_schema, value, name, old).errors:
-        main.errors.append(_composite(f"{quoted} must not validate the schema (not)"))
+        main.errors.append(_composite(f"{go_quote(name)} must not validate the schema (not)"))
     main.matches += 1
     return main
 

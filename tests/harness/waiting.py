@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar('T')
 
@@ -25,9 +25,25 @@ class WaitTimeout(AssertionError):
     """The condition did not hold before the deadline; the message names the last observation."""
 
 
-def _describe(what: str, timeout: float, last: object, error: BaseException | None) -> str:
-    seen = f'last raised {error!r}' if error is not None else f'last saw {last!r}'
-    return f'timed out after {timeout:.1f}s waiting for {what}; {seen}'
+class _Progress(Generic[T]):
+    """What one wait has seen so far, and its deadline: the part of ``wait_for`` and
+    ``async_wait_for`` that does not depend on how the probe is called or how to pause."""
+
+    def __init__(self, predicate: Callable[[T], bool], what: str, timeout: float, now: float) -> None:
+        self.predicate, self.what, self.timeout, self.deadline = predicate, what, timeout, now + timeout
+        self.last: object = None
+        self.error: BaseException | None = None
+
+    def holds(self, value: T) -> bool:
+        """Record what the probe returned; whether it is what the wait is for."""
+        self.last, self.error = value, None
+        return self.predicate(value)
+
+    def check_deadline(self, now: float) -> None:
+        """Raise WaitTimeout, naming the last observation, once the deadline has passed."""
+        if now >= self.deadline:
+            seen = f'last raised {self.error!r}' if self.error is not None else f'last saw {self.last!r}'
+            raise WaitTimeout(f'timed out after {self.timeout:.1f}s waiting for {self.what}; {seen}')
 
 
 def wait_for(probe: Callable[[], T], predicate: Callable[[T], bool] = bool, *, what: str = 'the condition',
@@ -37,21 +53,16 @@ def wait_for(probe: Callable[[], T], predicate: Callable[[T], bool] = bool, *, w
 
     Exceptions listed in ``ignore`` count as "not yet" (and are reported if the wait times out).
     """
-    deadline = time.monotonic() + timeout
-    last: object = None
-    error: BaseException | None = None
+    progress = _Progress(predicate, what, timeout, time.monotonic())
     while True:
         try:
             value = probe()
         except ignore as e:
-            error = e
+            progress.error = e
         else:
-            error = None
-            last = value
-            if predicate(value):
+            if progress.holds(value):
                 return value
-        if time.monotonic() >= deadline:
-            raise WaitTimeout(_describe(what, timeout, last, error))
+        progress.check_deadline(time.monotonic())
         time.sleep(interval)
 
 
@@ -61,19 +72,14 @@ async def async_wait_for(probe: Callable[[], Awaitable[T]], predicate: Callable[
                          ignore: tuple[type[BaseException], ...] = ()) -> T:
     """The asyncio twin of :func:`wait_for`: awaits ``probe()`` between non-blocking pauses."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: object = None
-    error: BaseException | None = None
+    progress = _Progress(predicate, what, timeout, loop.time())
     while True:
         try:
             value = await probe()
         except ignore as e:
-            error = e
+            progress.error = e
         else:
-            error = None
-            last = value
-            if predicate(value):
+            if progress.holds(value):
                 return value
-        if loop.time() >= deadline:
-            raise WaitTimeout(_describe(what, timeout, last, error))
+        progress.check_deadline(loop.time())
         await asyncio.sleep(interval)

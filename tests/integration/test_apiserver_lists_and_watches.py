@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -149,6 +150,19 @@ async def test_watch_events_carry_the_stored_object(api: ApiClient, widgets: lis
     assert events[0]['object'] == stored
 
 
+async def test_replayed_events_carry_each_state_as_it_was_stored(api: ApiClient) -> None:
+    since = (await api.get(CONFIGMAPS)).body['metadata']['resourceVersion']
+    created = (await api.post(CONFIGMAPS, {'metadata': {'name': 'c'}, 'data': {'v': '1'}})).body
+    updated = (await api.patch(f'{CONFIGMAPS}/c', {'data': {'v': '2'}})).body
+    await api.delete(f'{CONFIGMAPS}/c')
+    events = await api.watch(CONFIGMAPS, {'resourceVersion': since}, count=3)
+    assert [e['type'] for e in events] == ['ADDED', 'MODIFIED', 'DELETED']
+    assert events[0]['object'] == created and events[1]['object'] == updated
+    deleted = events[2]['object']
+    assert deleted['data'] == {'v': '2'}
+    assert int(deleted['metadata']['resourceVersion']) > int(updated['metadata']['resourceVersion'])
+
+
 async def test_watch_applies_label_selectors_with_transitions(api: ApiClient, widgets: list[dict[str, Any]]) -> None:
     since = (await api.get(WIDGETS)).body['metadata']['resourceVersion']
     await api.post(WIDGETS, widget('a', labels={'team': 'x'}))
@@ -183,12 +197,19 @@ async def test_watch_timeout_seconds_ends_the_stream(api: ApiClient, widgets: li
     assert 0.9 <= time.monotonic() - started < 5
 
 
+@contextlib.asynccontextmanager
+async def _client_of(server: ApiServer) -> AsyncIterator[ApiClient]:
+    """A client of ``server``, which serves while the client is in use."""
+    async with server.serve():
+        async with aiohttp.ClientSession(base_url=str(server.url)) as session:
+            yield ApiClient(session)
+
+
 @pytest.fixture()
 async def small_window_api() -> AsyncIterator[ApiClient]:
     """A server whose event log keeps only 3 events (to make resourceVersions expire)."""
-    async with ApiServer(event_window=3, strict=True).serve() as server:
-        async with aiohttp.ClientSession(base_url=str(server.url)) as session:
-            yield ApiClient(session)
+    async with _client_of(ApiServer(event_window=3, strict=True)) as api:
+        yield api
 
 
 async def test_watch_from_an_expired_resource_version_is_gone(small_window_api: ApiClient) -> None:
@@ -206,9 +227,8 @@ async def test_watch_from_an_expired_resource_version_is_gone(small_window_api: 
 
 @pytest.fixture()
 async def bookmarking_api() -> AsyncIterator[ApiClient]:
-    async with ApiServer(bookmark_interval=0.2, strict=True).serve() as server:
-        async with aiohttp.ClientSession(base_url=str(server.url)) as session:
-            yield ApiClient(session)
+    async with _client_of(ApiServer(bookmark_interval=0.2, strict=True)) as api:
+        yield api
 
 
 async def test_watch_sends_bookmarks_when_allowed(bookmarking_api: ApiClient) -> None:

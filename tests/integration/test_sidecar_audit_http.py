@@ -7,7 +7,6 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,7 +17,7 @@ from agentgov.sidecar.audit import verify_chain
 from agentgov.sidecar.context import AUDIT
 from harness.waiting import async_wait_for
 from sidecar_support import (
-    HMAC_SECRET, Sidecar, bearer, claims, free_port, make_bundle, running_agent, running_sidecar, secret_fragments,
+    HMAC_SECRET, KEY_FILE, Sidecar, bearer, claims, free_port, make_bundle, running_agent, running_sidecar, secret_fragments,
     seeded_secrets, sidecar_for, sidecar_settings, sign, write_bundle, write_secret,
 )
 
@@ -59,8 +58,8 @@ async def test_seeded_secrets_never_reach_the_audit_file_the_logs_or_error_bodie
             document = json.loads(canonical_json(bundle))
             document['auth']['leewaySeconds'] = SEEDED['openai key']
             sidecar.settings.bundle_path.write_text(json.dumps(document))
-            await async_wait_for(lambda: _bundle_state(sidecar), lambda s: s == 'stale', what='the bad bundle to be seen')
-            _, ready, _ = await sidecar.request('GET', '/ready')
+            _, ready = await async_wait_for(sidecar.ready, lambda r: r[1]['bundle']['state'] == 'stale',
+                                            what='the bad bundle to be seen')
             bodies.append(json.dumps(ready))
             _, metrics, _ = await sidecar.request('GET', '/metrics')
             bodies.append(metrics)
@@ -71,11 +70,6 @@ async def test_seeded_secrets_never_reach_the_audit_file_the_logs_or_error_bodie
     assert leaks('\n'.join(bodies)) == []
     assert '[REDACTED]' in audit_text
     assert any(r['event_type'] == 'policy_reload' and r['result'] == 'failure' for r in sidecar.audit_lines)
-
-
-async def _bundle_state(sidecar: Sidecar) -> str:
-    _, ready, _ = await sidecar.request('GET', '/ready')
-    return str(ready['bundle']['state'])
 
 
 async def traffic(sidecar: Sidecar, n: int = 3) -> None:
@@ -143,14 +137,13 @@ async def test_a_failing_audit_sink_turns_readiness_off_and_privileged_operation
     settings = sidecar_settings(tmp_path, audit_queue_size=8)
     settings.audit_log.parent.mkdir(parents=True)
     os.symlink('/dev/full', settings.audit_log)  # every write: ENOSPC
-    write_bundle(settings.bundle_path, make_bundle())
-    write_secret(settings.secrets_dir, make_bundle().auth.key_file, HMAC_SECRET)  # type: ignore[arg-type]
+    write_secret(settings.secrets_dir, KEY_FILE, HMAC_SECRET)
     admin = bearer(sign(claims(role='admin', user='root')))
     async with running_agent() as agent:
         write_bundle(settings.bundle_path, make_bundle(agent_port=agent.port))
         async with running_sidecar(settings) as sidecar:
-            await async_wait_for(lambda: _ready(sidecar), lambda r: r[0] == 503, what='readiness to report the sink')
-            status, ready, _ = await sidecar.request('GET', '/ready')
+            await async_wait_for(sidecar.ready, lambda r: r[0] == 503, what='readiness to report the sink')
+            status, ready = await sidecar.ready()
             assert ready['audit']['healthy'] is False and 'No space left on device' in ready['audit']['error']
             # Executing the agent is not privileged: it keeps working (events queue, then are counted as dropped).
             for _ in range(6):
@@ -164,7 +157,7 @@ async def test_a_failing_audit_sink_turns_readiness_off_and_privileged_operation
             assert metric(metrics, 'agentgov_audit_records_dropped_total') >= 1
             # The volume comes back: the writer reopens the log, readiness returns, minting works again.
             os.unlink(settings.audit_log)
-            await async_wait_for(lambda: _ready(sidecar), lambda r: r[0] == 200, what='readiness after recovery')
+            await async_wait_for(sidecar.ready, lambda r: r[0] == 200, what='readiness after recovery')
             minted, _, _ = await sidecar.request('POST', '/agentgov/v1/tokens', json={'user': 'ci', 'role': 'viewer'},
                                                  headers=admin)
             assert minted == 201
@@ -173,11 +166,6 @@ async def test_a_failing_audit_sink_turns_readiness_off_and_privileged_operation
     assert dropped and dropped[0]['metadata']['dropped_events'] >= 1
     assert [r['event_type'] for r in records].count('token_issued') == 1
     assert verify_chain(settings.audit_log).ok
-
-
-async def _ready(sidecar: Sidecar) -> tuple[int, Any]:
-    status, body, _ = await sidecar.request('GET', '/ready')
-    return status, body
 
 
 @pytest.mark.parametrize('policy', ['always', 'never'],

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from agentgov.api.bundle import SecretFile
 from agentgov.api.defaults import DEFAULT_ROLES
 from sidecar_support import (
-    SecretFile, bearer, claims, make_bundle, private_pem, public_pem, rsa_key, running_agent, sidecar_for, sign,
-    write_secret,
+    bearer, claims, make_bundle, private_pem, public_pem, rsa_key, running_agent, sidecar_for, sign, write_secret,
 )
 
 ROLES = {**{k: list(v) for k, v in DEFAULT_ROLES.items()}, 'auditor': ['tool:all']}
@@ -41,11 +41,9 @@ def expected_status(route: str, role: str | None, scopes: list[str]) -> tuple[in
 async def test_role_scope_route_matrix_over_http(tmp_path: Path, route: str, role: str | None, scopes: str) -> None:
     method, path, body = ROUTES[route]
     token = sign(claims(role=role, scopes=SCOPE_CASES[scopes]))
-    bundle = make_bundle(roles=ROLES, required_scopes=['research'])
-    async with running_agent() as agent:
-        bundle = bundle.model_copy(update={'sidecar': bundle.sidecar.model_copy(update={'agent_port': agent.port})})
-        async with sidecar_for(tmp_path, bundle) as sidecar:
-            status, reply, _ = await sidecar.request(method, path, data=body, headers=bearer(token))
+    async with running_agent() as agent, sidecar_for(
+            tmp_path, make_bundle(agent_port=agent.port, roles=ROLES, required_scopes=['research'])) as sidecar:
+        status, reply, _ = await sidecar.request(method, path, data=body, headers=bearer(token))
     want_status, want_code = expected_status(route, role, SCOPE_CASES[scopes])
     assert status == want_status, reply
     if want_code:

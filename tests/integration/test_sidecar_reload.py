@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from agentgov.api.bundle import canonical_json
+from agentgov.api.bundle import PolicyBundle, canonical_json
 from agentgov.api.defaults import DEFAULT_ROLES
+from agentgov.sidecar.settings import Settings
 from harness.waiting import async_wait_for
 from sidecar_support import (
     HMAC_SECRET, KEY_FILE, Sidecar, bearer, claims, free_port, kubelet_write, make_bundle, running_agent,
@@ -22,16 +22,11 @@ ANALYST = bearer(sign(claims(role='analyst')))
 VIEWER = bearer(sign(claims(role='viewer')))
 
 
-async def ready(sidecar: Sidecar) -> tuple[int, Any]:
-    status, body, _ = await sidecar.request('GET', '/ready')
-    return status, body
-
-
 async def status_of(sidecar: Sidecar, headers: dict[str, str]) -> int:
     return (await sidecar.request('GET', '/v1/run', headers=headers))[0]
 
 
-def publish(settings: Any, bundle: Any) -> None:
+def publish(settings: Settings, bundle: PolicyBundle) -> None:
     """The operator updating the ConfigMap: kubelet swaps the mounted folder atomically."""
     kubelet_write(settings.bundle_path.parent, {settings.bundle_path.name: canonical_json(bundle)})
 
@@ -61,7 +56,7 @@ async def test_an_atomic_bundle_swap_under_load_fails_no_request_and_applies_the
             await async_wait_for(lambda: _count(statuses), lambda n: n >= seen + 20, what='traffic after the swap')
             stop.set()
             await asyncio.gather(*workers)
-            _, body = await ready(sidecar)
+            _, body = await sidecar.ready()
     assert set(statuses) == {200}, f'{len([s for s in statuses if s != 200])} of {len(statuses)} requests failed'
     assert body['bundle']['state'] == 'current'
     reloads = [r for r in sidecar.audit_lines if r['event_type'] == 'policy_reload']
@@ -80,9 +75,9 @@ async def test_a_malformed_bundle_keeps_the_last_good_one_and_readiness_reports_
         good = make_bundle(agent_port=agent.port)
         publish(settings, good)
         async with running_sidecar(settings) as sidecar:
-            _, before = await ready(sidecar)
+            _, before = await sidecar.ready()
             kubelet_write(settings.bundle_path.parent, {settings.bundle_path.name: '{"schemaVersion": "agentgov.io/bundle/v1", "agent": '})
-            status, body = await async_wait_for(lambda: ready(sidecar), lambda r: r[1]['bundle']['state'] == 'stale',
+            status, body = await async_wait_for(sidecar.ready, lambda r: r[1]['bundle']['state'] == 'stale',
                                                 what='readiness to report the bad bundle')
             assert status == 200 and body['ready'] is True
             assert body['bundle']['hash'] == before['bundle']['hash']
@@ -92,7 +87,7 @@ async def test_a_malformed_bundle_keeps_the_last_good_one_and_readiness_reports_
             assert 'agentgov_bundle_valid 0.0' in metrics
             assert f'agentgov_bundle_info{{hash="{before["bundle"]["hash"]}"}} 1.0' in metrics
             publish(settings, good)
-            await async_wait_for(lambda: ready(sidecar), lambda r: r[1]['bundle']['state'] == 'current',
+            await async_wait_for(sidecar.ready, lambda r: r[1]['bundle']['state'] == 'current',
                                  what='the fixed bundle to be current again')
 
 
@@ -100,13 +95,13 @@ async def test_without_a_bundle_the_sidecar_is_not_ready_until_one_is_written(tm
     settings = sidecar_settings(tmp_path)
     write_secret(settings.secrets_dir, KEY_FILE, HMAC_SECRET)
     async with running_agent() as agent, running_sidecar(settings) as sidecar:
-        status, body = await ready(sidecar)
+        status, body = await sidecar.ready()
         assert (status, body['bundle']['state']) == (503, 'missing')
         assert 'cannot read the bundle' in body['bundle']['error']
         refused, reply, _ = await sidecar.request('GET', '/v1/run', headers=ANALYST)
         assert (refused, reply['error']['code']) == (503, 'policy_unavailable')
         publish(settings, make_bundle(agent_port=agent.port))
-        await async_wait_for(lambda: ready(sidecar), lambda r: r[0] == 200, what='readiness once the bundle exists')
+        await async_wait_for(sidecar.ready, lambda r: r[0] == 200, what='readiness once the bundle exists')
         assert await status_of(sidecar, ANALYST) == 200
 
 
@@ -115,7 +110,7 @@ async def test_an_hmac_key_under_32_bytes_is_refused_at_load(tmp_path: Path) -> 
     write_secret(settings.secrets_dir, KEY_FILE, b'too-short-key')
     publish(settings, make_bundle(agent_port=free_port()))
     async with running_sidecar(settings) as sidecar:
-        status, body = await ready(sidecar)
+        status, body = await sidecar.ready()
     assert status == 503 and body['bundle']['state'] == 'missing'
     assert 'HMAC key of 13 bytes; at least 32 are required' in body['bundle']['error']
     assert 'too-short-key' not in json.dumps(body)
@@ -129,7 +124,7 @@ async def test_a_short_hmac_key_rotated_in_keeps_the_previous_key_in_force(tmp_p
         publish(settings, make_bundle(agent_port=agent.port))
         async with running_sidecar(settings) as sidecar:
             write_secret(settings.secrets_dir, KEY_FILE, b'short')
-            await async_wait_for(lambda: ready(sidecar), lambda r: r[1]['bundle']['state'] == 'stale',
+            await async_wait_for(sidecar.ready, lambda r: r[1]['bundle']['state'] == 'stale',
                                  what='the short key to be refused')
             assert await status_of(sidecar, ANALYST) == 200
             assert await status_of(sidecar, bearer(sign(claims(), b'short'))) == 401

@@ -10,13 +10,12 @@ import re
 from typing import Any
 
 import pytest
-from builder_cases import AGENT, BUDGET, REGIONS, TOOLS, changed, child, kinds, make_inputs
+from builder_cases import AGENT, BUDGET, LABEL_VALUE, REGIONS, RFC1035, TOOLS, build_error, changed, child, kinds, make_inputs
 from harness.builtin_schemas import validate_builtin
 
 from agentgov.api.resources import parse_object
 from agentgov.controller.builders import (
     CHILD_KINDS,
-    BuildError,
     Inputs,
     UnresolvedReferences,
     build_children,
@@ -26,8 +25,6 @@ from agentgov.controller.config import OperatorConfig
 
 NAME_63 = "research-" + "x" * 53 + "1"
 LONG_DOTTED = ".".join(["research"] * 28)[:252] + "z"
-RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 HS256_AUTH = {
     "issuer": "https://login.example.com/",
     "audiences": ["agents"],
@@ -114,19 +111,15 @@ VARIATIONS: list[tuple[str, dict[str, Any]]] = [
 IDS = [v[0] for v in VARIATIONS]
 
 
-def _inputs(kwargs: dict[str, Any]) -> Inputs:
-    return make_inputs(**kwargs)
-
-
 @pytest.mark.parametrize("kwargs", [v[1] for v in VARIATIONS], ids=IDS)
 def test_every_child_validates_against_the_kubernetes_schemas(kwargs: dict[str, Any]) -> None:
-    for manifest in build_children(_inputs(kwargs)):
+    for manifest in build_children(make_inputs(**kwargs)):
         validate_builtin(manifest)
 
 
 @pytest.mark.parametrize("kwargs", [v[1] for v in VARIATIONS], ids=IDS)
 def test_every_child_carries_the_shared_labels_and_an_owner_reference(kwargs: dict[str, Any]) -> None:
-    inputs = _inputs(kwargs)
+    inputs = make_inputs(**kwargs)
     for manifest in build_children(inputs):
         meta = manifest["metadata"]
         assert meta["namespace"] == "research"
@@ -152,14 +145,14 @@ def test_every_child_carries_the_shared_labels_and_an_owner_reference(kwargs: di
 
 @pytest.mark.parametrize("kwargs", [v[1] for v in VARIATIONS], ids=IDS)
 def test_child_keys_name_exactly_the_children_built_in_the_same_order(kwargs: dict[str, Any]) -> None:
-    inputs = _inputs(kwargs)
+    inputs = make_inputs(**kwargs)
     built = [(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in build_children(inputs)]
     assert child_keys(inputs) == built
 
 
 @pytest.mark.parametrize("kwargs", [v[1] for v in VARIATIONS], ids=IDS)
 def test_the_same_inputs_give_byte_identical_children(kwargs: dict[str, Any]) -> None:
-    first, second = build_children(_inputs(kwargs)), build_children(_inputs(kwargs))
+    first, second = build_children(make_inputs(**kwargs)), build_children(make_inputs(**kwargs))
     assert json.dumps(first) == json.dumps(second)
 
 
@@ -285,9 +278,7 @@ def test_children_share_no_objects_so_a_caller_may_mutate_them() -> None:
 
 def test_an_agent_without_a_uid_is_refused_naming_metadata_uid() -> None:
     agent = {**AGENT, "metadata": {k: v for k, v in AGENT["metadata"].items() if k != "uid"}}
-    with pytest.raises(BuildError) as caught:
-        build_children(make_inputs(agent))
-    assert caught.value.field == "metadata.uid"
+    assert build_error(make_inputs(agent)).field == "metadata.uid"
 
 
 def test_missing_references_stop_the_build_and_are_named() -> None:

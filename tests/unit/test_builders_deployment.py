@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from builder_cases import BUDGET, child, container, make_inputs
+from builder_cases import BUDGET, build_error, child, container, make_inputs
 
 from agentgov.api.bundle import SECRETS_MOUNT_DIR, bundle_hash
-from agentgov.controller.builders import BuildError, Inputs, build_children, compile_bundle, referenced_secrets
+from agentgov.controller.builders import Inputs, build_children, compile_bundle, referenced_secrets
 from agentgov.controller.config import OperatorConfig
 
 HS256_AUTH = {"issuer": "i", "audiences": ["a"], "algorithms": ["HS256"], "keySecretRef": {"name": "jwt-hmac", "key": "hmac"}}
@@ -80,9 +80,9 @@ def test_the_agent_is_pointed_at_the_sidecar_and_gets_its_env_and_secrets() -> N
 
 
 def test_the_agent_gets_no_model_credentials_only_a_placeholder_key() -> None:
-    env = _env(container(_deployment(), "agent"))
-    assert env["OPENAI_API_KEY"] == "agentgov-sidecar-holds-the-key"
-    assert "openai-api-key" not in str(container(_deployment(), "agent"))
+    agent = container(_deployment(), "agent")
+    assert _env(agent)["OPENAI_API_KEY"] == "agentgov-sidecar-holds-the-key"
+    assert "openai-api-key" not in str(agent)
 
 
 def test_an_api_key_set_in_the_spec_replaces_the_placeholder() -> None:
@@ -107,9 +107,7 @@ def test_an_api_key_set_in_the_spec_replaces_the_placeholder() -> None:
     ],
 )
 def test_agent_variables_that_would_bypass_or_shadow_are_refused_naming_the_field(changes: dict[str, Any], field: str) -> None:
-    with pytest.raises(BuildError) as caught:
-        build_children(make_inputs(agent_changes=changes))
-    assert caught.value.field == field
+    assert build_error(make_inputs(agent_changes=changes)).field == field
 
 
 def test_the_agent_image_command_and_arguments_are_the_specs() -> None:
@@ -234,9 +232,7 @@ def test_sidecar_resources_default_from_the_operator_and_yield_to_the_spec() -> 
     ],
 )
 def test_resources_that_can_never_be_scheduled_are_refused_naming_the_field(changes: dict[str, Any], field: str) -> None:
-    with pytest.raises(BuildError) as caught:
-        build_children(make_inputs(agent_changes=changes))
-    assert caught.value.field == field
+    assert build_error(make_inputs(agent_changes=changes)).field == field
 
 
 def test_pods_spread_across_zones_and_nodes_without_blocking_single_zone_clusters() -> None:
@@ -273,7 +269,7 @@ def _secrets_hash(versions: dict[str, str], **kwargs: Any) -> str:
 def test_the_referenced_secrets_are_every_secret_the_pod_reads() -> None:
     env = [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]
     inputs = make_inputs(agent_changes={"spec.auth": HS256_AUTH, "spec.env": env})
-    assert referenced_secrets(inputs) == [
+    assert referenced_secrets(inputs, compile_bundle(inputs)) == [
         "agentgov-redis",
         "db",
         "jwt-hmac",

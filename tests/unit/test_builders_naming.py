@@ -3,14 +3,11 @@ name, deterministic, and collision-free when they have to be shortened."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
+from builder_cases import LABEL_VALUE, RFC1035
 
 from agentgov.controller.builders.naming import dns_label, image_tag, label_value, selector_string
 
-RFC1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 NAME_63 = "a" + "b" * 61 + "c"
 
 

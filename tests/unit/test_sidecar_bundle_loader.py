@@ -91,7 +91,10 @@ def test_the_fingerprint_changes_with_a_secret_even_when_the_bundle_does_not() -
 
 
 def test_the_agent_may_require_scopes_in_the_bundle_with_a_default_of_none() -> None:
-    assert make_bundle().auth.required_scopes == []
+    document = json.loads(hs_bundle())
+    del document['auth']['requiredScopes']  # a bundle that does not say: the model's default
+    snapshot = build(json.dumps(document).encode(), {'agent-auth/jwt-key': HMAC_SECRET})
+    assert snapshot.bundle.auth.required_scopes == []
     assert json.loads(hs_bundle(required_scopes=['financial_data']))['auth']['requiredScopes'] == ['financial_data']
 
 

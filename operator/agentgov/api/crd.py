@@ -10,6 +10,7 @@ whole default object), and the models' cross-field rules as CEL
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -238,8 +239,6 @@ def _rows(schema: dict[str, Any], path: str) -> list[str]:
 
 
 def _compact(value: Any) -> str:
-    import json
-
     return json.dumps(value, separators=(",", ":"))
 
 

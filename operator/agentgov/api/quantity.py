@@ -31,11 +31,19 @@ def parse_quantity(text: str) -> Fraction:
     suffix (Ki..Ei, powers of 1024), a decimal suffix (n u m k M G T P E) or an integer
     exponent (e3, E-2). ``E`` alone is exa; ``E`` followed by digits is an exponent.
     """
+    return _value(_match(text), text)
+
+
+def _match(text: str) -> re.Match[str]:
     if not isinstance(text, str):
         raise ValueError(f"a quantity must be a string, got {type(text).__name__}")
     match = _QUANTITY.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"{text!r} is not a quantity (expected e.g. 500m, 128Mi, 2, 1.5G)")
+    return match
+
+
+def _value(match: re.Match[str], text: str) -> Fraction:
     value = Fraction(match["number"])
     if binary := match["binary"]:
         return value * Fraction(1024) ** _BINARY[binary]
@@ -73,9 +81,8 @@ def canonical_quantity(text: str) -> str:
     (binary suffix, decimal suffix or exponent), as Kubernetes keeps it; precision below
     nano units is rounded up, as Kubernetes does.
     """
-    match = _QUANTITY.fullmatch(text.strip())
-    value = parse_quantity(text)  # raises for what the pattern refuses
-    assert match is not None
+    match = _match(text)
+    value = _value(match, text)
     if value == 0:
         return "0"
     if (value * _NANO).denominator != 1:

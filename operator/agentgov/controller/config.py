@@ -31,17 +31,19 @@ import re
 from collections.abc import Mapping
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from agentgov import __version__
+from agentgov.api.base import DNSLabel, ObjectName, SecretKeyRef
 from agentgov.api.quantity import parse_quantity
 
 PREFIX: Final = "AGENTGOV_"
 DEFAULT_IMAGE: Final = f"ghcr.io/agentgov/agentgov:{__version__}"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+# Names as the CRDs define them (agentgov.api.base), so the operator's config and the specs
+# it reads accept the same names. A Secret's name and key are checked as a SecretKeyRef.
+_DNS_LABEL: Final = TypeAdapter(DNSLabel)
+_DNS_SUBDOMAIN: Final = TypeAdapter(ObjectName)
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 # An image reference: no whitespace, no scheme; the registry/name/tag/digest grammar is the
@@ -149,7 +151,7 @@ class OperatorConfig(BaseModel):
             values["handler_timeout_seconds"] = _seconds(env.name("HANDLER_TIMEOUT_SECONDS"), timeout)
         if (domain := env.get("CLUSTER_DOMAIN")) is not None:
             domain = domain.rstrip(".")
-            if len(domain) > 253 or not _DNS_SUBDOMAIN.fullmatch(domain):
+            if not _is(_DNS_SUBDOMAIN, domain):
                 raise ConfigError(env.name("CLUSTER_DOMAIN"), f"{domain!r} is not a DNS domain (e.g. cluster.local)")
             values["cluster_domain"] = domain
         return cls.model_validate(values)
@@ -199,14 +201,24 @@ class _Env:
         return value.strip()
 
 
+def _is(kind: TypeAdapter[str], text: str) -> bool:
+    try:
+        kind.validate_python(text)
+    except ValidationError:
+        return False
+    return True
+
+
 def _secret_key(variable: str, text: str) -> SecretKey:
     name, sep, key = text.partition(":")
     if not sep or not name or not key:
         raise ConfigError(variable, f"expected SECRET_NAME:KEY (e.g. agentgov-redis:url), got {text!r}")
-    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise ConfigError(variable, f"{name!r} is not a Secret name (lowercase letters, digits, '-' and '.')")
-    if len(key) > 253 or not _SECRET_KEY.fullmatch(key):
-        raise ConfigError(variable, f"{key!r} is not a Secret key (letters, digits, '-', '_' and '.')")
+    try:
+        SecretKeyRef(name=name, key=key)
+    except ValidationError as error:
+        if any(problem["loc"] == ("name",) for problem in error.errors()):
+            raise ConfigError(variable, f"{name!r} is not a Secret name (lowercase letters, digits, '-' and '.')") from None
+        raise ConfigError(variable, f"{key!r} is not a Secret key (letters, digits, '-', '_' and '.')") from None
     return SecretKey(name=name, key=key)
 
 
@@ -227,7 +239,7 @@ def _label_selector(variable: str, text: str) -> tuple[tuple[str, str], ...]:
         if (
             len(label) > 63
             or not _LABEL_NAME.fullmatch(label)
-            or (slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)))
+            or (slash and not _is(_DNS_SUBDOMAIN, prefix))
         ):
             raise ConfigError(variable, f"{key!r} is not a label key")
         if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
@@ -239,7 +251,7 @@ def _label_selector(variable: str, text: str) -> tuple[tuple[str, str], ...]:
 
 
 def _namespace(variable: str, text: str) -> str:
-    if len(text) > 63 or not _DNS_LABEL.fullmatch(text):
+    if not _is(_DNS_LABEL, text):
         raise ConfigError(variable, f"{text!r} is not a namespace name")
     return text
 

@@ -18,7 +18,7 @@ import datetime
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import kopf
@@ -45,7 +45,6 @@ try:
     TIMER_TICK_SECONDS = min(max(float(os.environ.get("AGENTGOV_RESYNC_SECONDS") or 60), 0.5), 10.0)
 except ValueError:
     TIMER_TICK_SECONDS = 10.0
-REFERENCE_KINDS = {"agentbudgets": "AgentBudget", "toolpolicies": "ToolPolicy", "regionpolicies": "RegionPolicy"}
 
 
 def utc_now() -> str:
@@ -120,15 +119,30 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
             "spec": dict(body.spec)}
 
 
-def _snapshot(index: kopf.Index[Any, Any]) -> dict[Any, Any]:
-    return {key: next(iter(store)) for key, store in index.items() if store}
+class _IndexView(Mapping[Any, Any]):
+    """A kopf index as key -> the one object indexed under it; read on lookup, never copied
+    (a reconcile looks up a few references, not every policy in the cluster)."""
+
+    def __init__(self, index: kopf.Index[Any, Any]) -> None:
+        self._index = index
+
+    def __getitem__(self, key: Any) -> Any:
+        for value in self._index[key]:
+            return value
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 def _lookups(kwargs: Mapping[str, Any]) -> Lookups:
     return Lookups(
-        budgets=_snapshot(kwargs["budgets_index"]),
-        tool_policies=_snapshot(kwargs["tool_policies_index"]),
-        region_policies=_snapshot(kwargs["region_policies_index"]),
+        budgets=_IndexView(kwargs["budgets_index"]),
+        tool_policies=_IndexView(kwargs["tool_policies_index"]),
+        region_policies=_IndexView(kwargs["region_policies_index"]),
     )
 
 
@@ -261,15 +275,11 @@ async def _policy_status(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
         outcome = kstatus.Outcome("Ready", "Valid", f"{kind} is valid and in force for the agents that reference it")
     except ManifestError as error:
         outcome = kstatus.Outcome("Stalled", "InvalidSpec", "; ".join(error.problems))
-    status = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
-    status.update(extra)
-    status["conditions"] = kstatus.kstatus_conditions(current.get("conditions") or [], outcome, generation, utc_now())
-    status["observedGeneration"] = generation
+    status = kstatus.updated_status(current, outcome, generation, utc_now(), extra)
     if status != current:
-        plural = {v: k for k, v in REFERENCE_KINDS.items()}[kind]
+        path = object_path(f"{GROUP}/{VERSION}", kind, body.metadata.namespace or "default", body.metadata.name)
         try:
-            await api.merge_patch(f"/apis/{GROUP}/{VERSION}/namespaces/{body.metadata.namespace}/{plural}/"
-                                  f"{body.metadata.name}/status", {"status": status})
+            await api.merge_patch(path + "/status", {"status": status})
         except KubeError as error:
             raise kopf.TemporaryError(str(error), delay=5) from None
 

@@ -135,14 +135,13 @@ class KubeApi:
         await self._session.close()
 
     async def _call(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-        params: Mapping[str, str] | None = None,
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
         try:
             async with self._session.request(
-                method, self._server + path, data=data, headers=headers, params=params
+                method, self._server + path, data=data, headers=headers
             ) as response:
                 text = await response.text()
                 try:

@@ -10,6 +10,7 @@ children already running are left exactly as they were.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,7 +20,7 @@ from agentgov.api.resources import CustomResource, ManifestError, parse_object
 from agentgov.controller import builders
 from agentgov.controller.config import OperatorConfig
 from agentgov.controller.kube import KubeApi, object_path
-from agentgov.controller.status import Outcome, kstatus_conditions
+from agentgov.controller.status import Outcome, updated_status
 
 AnyResource = CustomResource[Any, Any]
 Change = Literal["created", "updated", "unchanged", "deleted"]
@@ -97,22 +98,22 @@ def resolve_inputs(agent: AnyResource, lookups: Lookups, config: OperatorConfig,
     )
 
 
-async def apply_child(api: KubeApi, desired: Mapping[str, Any]) -> Change:
-    """Create or patch one child so it holds ``desired``; write nothing when it already does."""
+async def apply_child(api: KubeApi, desired: Mapping[str, Any]) -> tuple[Change, dict[str, Any] | None]:
+    """Create or patch one child so it holds ``desired``; write nothing when it already does.
+    Returns what changed and the object as the server now holds it (None only if it vanished)."""
     meta = desired["metadata"]
     path = object_path(desired["apiVersion"], desired["kind"], meta.get("namespace"), meta["name"])
     live = await api.get(path)
     if live is None:
         created = await api.create(object_path(desired["apiVersion"], desired["kind"], meta.get("namespace")), desired)
         if created is not None:
-            return "created"
+            return "created", created
         live = await api.get(path)  # created meanwhile by another replica: compare with it
         if live is None:
-            return "created"
+            return "created", None
     if is_subset(desired, live):
-        return "unchanged"
-    await api.merge_patch(path, desired)
-    return "updated"
+        return "unchanged", live
+    return "updated", await api.merge_patch(path, desired)
 
 
 async def delete_unwanted(api: KubeApi, namespace: str, wanted: set[tuple[str, str, str]], names: Mapping[str, str]) -> dict[str, Change]:
@@ -125,16 +126,6 @@ async def delete_unwanted(api: KubeApi, namespace: str, wanted: set[tuple[str, s
         if await api.delete(object_path(api_version, kind, namespace, name)):
             changes[f"{kind}/{name}"] = "deleted"
     return changes
-
-
-def agent_status(
-    current: Mapping[str, Any], outcome: Outcome, generation: int | None, now: str, extra: Mapping[str, Any]
-) -> dict[str, Any]:
-    status = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
-    status.update(extra)
-    status["conditions"] = kstatus_conditions(current.get("conditions") or [], outcome, generation, now)
-    status["observedGeneration"] = generation
-    return status
 
 
 def deployment_progress(deployment: Mapping[str, Any] | None, desired_replicas: int | None) -> tuple[Outcome, dict[str, Any]]:
@@ -170,7 +161,7 @@ async def reconcile_agent(
     namespace, name, generation = meta.get("namespace") or "default", meta.get("name"), meta.get("generation")
     current_status: Mapping[str, Any] = body.get("status") or {}
     result = await _decide_and_apply(api, body, lookups, config)
-    status = agent_status(current_status, result.outcome, generation, now(), result.status)
+    status = updated_status(current_status, result.outcome, generation, now(), result.status)
     result.status = status
     if status != dict(current_status):
         await api.merge_patch(
@@ -195,13 +186,12 @@ async def _decide_and_apply(
         return Result(Outcome("Stalled", "MissingReference", "not found: " + ", ".join(missing)))
     try:
         bundle = builders.compile_bundle(inputs)
-        secret_names = builders.referenced_secrets(inputs)
     except builders.BuildError as error:
         return Result(Outcome("Stalled", "InvalidSpec", str(error)))
 
     versions: dict[str, str] = {}
     absent = []
-    for secret in secret_names:
+    for secret in builders.referenced_secrets(inputs, bundle):
         live = await api.get(object_path("v1", "Secret", namespace, secret))
         if live is None:
             absent.append(f"Secret {namespace}/{secret}")
@@ -209,26 +199,27 @@ async def _decide_and_apply(
             versions[secret] = str((live.get("metadata") or {}).get("resourceVersion", ""))
     if absent:
         return Result(Outcome("Stalled", "MissingReference", "not found: " + ", ".join(absent)))
-    # Same inputs as above plus the Secrets' versions (they roll the pods when they change).
 
-    inputs = resolve_inputs(agent, lookups, config, versions)
+    # The bundle does not depend on the Secrets' versions; the pod template does (they roll it).
+    inputs = dataclasses.replace(inputs, secret_versions=versions)
     try:
-        children = builders.build_children(inputs)
+        children = builders.build_children_from(inputs, bundle)
     except builders.BuildError as error:
         return Result(Outcome("Stalled", "InvalidSpec", str(error)))
 
     changes: dict[str, Change] = {}
+    deployment: dict[str, Any] | None = None
+    desired_replicas: int | None = None
     for child in children:
-        changes[f"{child['kind']}/{child['metadata']['name']}"] = await apply_child(api, child)
+        change, live = await apply_child(api, child)
+        changes[f"{child['kind']}/{child['metadata']['name']}"] = change
+        if child["kind"] == "Deployment":
+            deployment, desired_replicas = live, child["spec"].get("replicas")
     wanted = {(c["apiVersion"], c["kind"], c["metadata"]["name"]) for c in children}
     names = {kind: child_name for _, kind, child_name in builders.child_keys(inputs, all_optional=True)}
     changes.update(await delete_unwanted(api, namespace, wanted, names))
 
-    deployment_desc = next(c for c in children if c["kind"] == "Deployment")
-    deployment = await api.get(
-        object_path("apps/v1", "Deployment", namespace, deployment_desc["metadata"]["name"])
-    )
-    outcome, extra = deployment_progress(deployment, deployment_desc["spec"].get("replicas"))
+    outcome, extra = deployment_progress(deployment, desired_replicas)
     extra["policyBundleHash"] = bundle_hash(bundle)
     extra["selector"] = builders.selector_string(agent.metadata.name)
     return Result(outcome, changes, extra, deployment=deployment)

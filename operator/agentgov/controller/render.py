@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agentgov.api.agentbudget import AgentBudgetSpec
@@ -22,6 +22,7 @@ from agentgov.api.resources import CustomResource
 from agentgov.api.toolpolicy import ToolPolicySpec
 from agentgov.controller import builders
 from agentgov.controller.config import OperatorConfig
+from agentgov.controller.reconcile import Lookups, resolve_inputs
 
 AnyResource = CustomResource[Any, Any]
 
@@ -160,20 +161,16 @@ def offline_uid(namespace: str, name: str) -> str:
     return str(uuid.uuid5(OFFLINE_UID_NAMESPACE, f"{namespace}/{name}"))
 
 
-def _lookups_from(objects: Sequence[AnyResource]) -> dict[str, dict[tuple[str, str], AnyResource]]:
-    found: dict[str, dict[tuple[str, str], AnyResource]] = {"AgentBudget": {}, "ToolPolicy": {}, "RegionPolicy": {}}
-    for obj in objects:
-        if obj.kind in found:
-            found[obj.kind][(obj.metadata.namespace or "default", obj.metadata.name)] = obj
-    return found
-
-
 def rendered_children(
     objects: Sequence[AnyResource], config: OperatorConfig
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Every child the operator would create for the AgentDeployments among ``objects``, with
     the budgets and policies among them, and one problem line per agent that cannot be built."""
-    lookups = _lookups_from(objects)
+    by_kind: dict[str, dict[tuple[str, str], Mapping[str, Any]]] = {"AgentBudget": {}, "ToolPolicy": {}, "RegionPolicy": {}}
+    for obj in objects:
+        if obj.kind in by_kind:
+            by_kind[obj.kind][(obj.metadata.namespace or "default", obj.metadata.name)] = normalized(obj)
+    lookups = Lookups(by_kind["AgentBudget"], by_kind["ToolPolicy"], by_kind["RegionPolicy"])
     children: list[dict[str, Any]] = []
     problems: list[str] = []
     for obj in objects:
@@ -183,15 +180,7 @@ def rendered_children(
         if not obj.metadata.uid:
             meta = obj.metadata.model_copy(update={"uid": offline_uid(namespace, obj.metadata.name), "namespace": namespace})
             obj = obj.model_copy(update={"metadata": meta})
-        spec = obj.spec
-        inputs = builders.Inputs(
-            agent=obj,
-            budgets={n: lookups["AgentBudget"][(namespace, n)] for n in spec.budget_refs
-                     if (namespace, n) in lookups["AgentBudget"]},
-            tool_policy=lookups["ToolPolicy"].get((namespace, spec.tool_policy_ref or "")),
-            region_policy=lookups["RegionPolicy"].get((namespace, spec.region_policy_ref or "")),
-            config=config,
-        )
+        inputs = resolve_inputs(obj, lookups, config, {})
         label = f"AgentDeployment {namespace}/{obj.metadata.name}"
         missing = builders.missing_references(inputs)
         if missing:

@@ -30,36 +30,20 @@ def set_condition(
     now: str,
 ) -> list[Condition]:
     """The list with ``type_`` set; ``lastTransitionTime`` kept unless the status flips."""
-    result: list[Condition] = []
-    found = False
-    for existing in conditions:
-        if existing.get("type") != type_:
-            result.append(dict(existing))
-            continue
-        found = True
-        flipped = existing.get("status") != status
-        result.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now if flipped else existing.get("lastTransitionTime", now),
-                **({"observedGeneration": generation} if generation is not None else {}),
-            }
-        )
-    if not found:
-        result.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": now,
-                **({"observedGeneration": generation} if generation is not None else {}),
-            }
-        )
-    return result
+    existing = next((c for c in conditions if c.get("type") == type_), None)
+    kept = existing is not None and existing.get("status") == status
+    condition: Condition = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": existing.get("lastTransitionTime", now) if existing is not None and kept else now,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    if existing is None:
+        return [*(dict(c) for c in conditions), condition]
+    return [condition if c is existing else dict(c) for c in conditions]
 
 
 def remove_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> list[Condition]:
@@ -87,6 +71,17 @@ def kstatus_conditions(
     conditions = remove_condition(conditions, other)
     conditions = set_condition(conditions, outcome.phase, "True", outcome.reason, outcome.message, generation, now)
     return set_condition(conditions, "Ready", "False", outcome.reason, outcome.message, generation, now)
+
+
+def updated_status(
+    current: Mapping[str, Any], outcome: Outcome, generation: int | None, now: str, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``current`` with ``fields`` set, kstatus conditions for ``outcome`` and ``observedGeneration``."""
+    status = {k: v for k, v in current.items() if k not in ("conditions", "observedGeneration")}
+    status.update(fields)
+    status["conditions"] = kstatus_conditions(current.get("conditions") or [], outcome, generation, now)
+    status["observedGeneration"] = generation
+    return status
 
 
 def status_violations(obj: Mapping[str, Any]) -> list[str]:

@@ -35,7 +35,7 @@ from aiohttp.web_response import StreamResponse
 
 from agentgov.api.agentdeployment import JwtAlgorithm
 from agentgov.api.bundle import INBOUND_PORT
-from agentgov.sidecar.audit import AuditEvent, AuditPolicy, AuditWriter
+from agentgov.sidecar.audit import AuditEvent, AuditWriter
 from agentgov.sidecar.bundle_loader import PolicyStore, ReloadResult
 from agentgov.sidecar.context import AGENT_SESSION, AUDIT, EXECUTIONS, JWKS, METRICS, POLICY, SETTINGS
 from agentgov.sidecar.errors import InternalError, MethodNotAllowed, NotFound, SidecarError
@@ -67,11 +67,6 @@ def error_response(error: SidecarError) -> web.Response:
     return response
 
 
-def _redactor(request: web.Request) -> Redactor:
-    snapshot = request.app[POLICY].current
-    return snapshot.redactor if snapshot else Redactor()
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> StreamResponse:
     """JSON errors with stable codes, request counts and durations by route kind."""
@@ -92,8 +87,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> StreamResp
         return error_response(mapped)
     except Exception as e:
         text = "".join(traceback.format_exception(e))
-        log.error("unhandled error on %s %s: %s", request.method, _redactor(request).text(request.path),
-                  _redactor(request).text(text))
+        redactor = request.app[POLICY].redactor
+        log.error("unhandled error on %s %s: %s", request.method, redactor.text(request.path), redactor.text(text))
         return error_response(InternalError())
     finally:
         metrics = request.app[METRICS]
@@ -106,8 +101,7 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         app = getattr(request, "app", None)
-        snapshot = app[POLICY].current if isinstance(app, web.Application) and POLICY in app else None
-        redactor = snapshot.redactor if snapshot else Redactor()
+        redactor = app[POLICY].redactor if isinstance(app, web.Application) and POLICY in app else Redactor()
         self.logger.info("%s %s %s %.1fms", request.method, redactor.text(request.path), response.status,
                          time * 1000)
 
@@ -133,13 +127,6 @@ async def policy_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def _audit_policy(store: PolicyStore) -> Callable[[], AuditPolicy]:
-    def current() -> AuditPolicy:
-        snapshot = store.current
-        return snapshot.audit_policy() if snapshot else AuditPolicy()
-    return current
-
-
 def _reload_events(store: PolicyStore, result: ReloadResult) -> list[AuditEvent]:
     now = time.time()
     path = str(store.bundle_path)
@@ -154,7 +141,7 @@ def _reload_events(store: PolicyStore, result: ReloadResult) -> list[AuditEvent]
     for read in snapshot.secret_reads:
         events.append(AuditEvent(
             "secret_access", "success" if read.found else "failure", "read",
-            f"secrets/{read.file.secret}/{read.file.key}", now, metadata={"purpose": read.purpose},
+            read.file.path("secrets"), now, metadata={"purpose": read.purpose},
         ))
     return events
 
@@ -163,21 +150,19 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = app[POLICY]
     writer = AuditWriter(
-        settings.audit_log, policy=_audit_policy(store), fsync=settings.audit_fsync,
+        settings.audit_log, policy=store.audit_policy, fsync=settings.audit_fsync,
         fsync_interval_seconds=settings.audit_fsync_interval_seconds, queue_size=settings.audit_queue_size,
         metrics=app[METRICS],
     )
     await writer.start()
     app[AUDIT] = writer
-    # The first load happened before the log was open: record it now, then every reload.
-    initial = ReloadResult(store.current, store.error if store.current is None else None)
-    for event in _reload_events(store, initial):
-        writer.emit(event)
 
     def audit_reload(result: ReloadResult) -> None:
         for event in _reload_events(store, result):
             writer.emit(event)
 
+    # The first load happened before the log was open: record it now, then every reload.
+    audit_reload(ReloadResult(store.current, store.error if store.current is None else None))
     store.subscribe(audit_reload)
     watcher = asyncio.create_task(store.watch(settings.reload_interval_seconds), name="agentgov-bundle-watch")
     yield

@@ -99,8 +99,8 @@ def record_hash(record: Mapping[str, object]) -> str:
     return "sha256:" + hashlib.sha256(canonical(body)).hexdigest()
 
 
-def _iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _iso(when: dt.datetime) -> str:
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def build_record(event: AuditEvent, *, seq: int, prev_hash: str, policy: AuditPolicy) -> dict[str, object]:
@@ -112,7 +112,7 @@ def build_record(event: AuditEvent, *, seq: int, prev_hash: str, policy: AuditPo
     when = dt.datetime.fromtimestamp(event.timestamp, dt.timezone.utc)
     record: dict[str, object] = {
         "seq": seq,
-        "timestamp": _iso(event.timestamp),
+        "timestamp": _iso(when),
         "event_type": event.event_type,
         "user": redact.text(event.user) if event.user is not None else None,
         "agent": policy.agent,
@@ -266,15 +266,23 @@ def head_path_for(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
+def _chain_head(data: object) -> ChainHead | None:
+    """``{"seq": int, "hash": str, ...}`` (a head file or a record) as a ChainHead; None if it is not one."""
+    if isinstance(data, dict) and isinstance(data.get("seq"), int) and isinstance(data.get("hash"), str):
+        return ChainHead(int(data["seq"]), str(data["hash"]))
+    return None
+
+
 def read_head(path: Path) -> ChainHead | None:
     """The head file, or None when there is none; ValueError when it is unreadable."""
     try:
         data = json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("seq"), int) or not isinstance(data.get("hash"), str):
+    head = _chain_head(data)
+    if head is None:
         raise ValueError(f"{path}: not an audit head file")
-    return ChainHead(int(data["seq"]), str(data["hash"]))
+    return head
 
 
 def verify_chain(path: str | Path, head_path: str | Path | None = None) -> ChainReport:
@@ -309,7 +317,6 @@ class ChainTip:
 @dataclass
 class _Open:
     fd: int
-    tip: ChainTip
     needs_newline: bool
 
 
@@ -508,7 +515,7 @@ class AuditWriter:
         # After a reopen (the sink failed and came back) the chain continues from memory.
         if self._tip.seq > tip.seq:
             tip = self._tip
-        self._file = _Open(fd, tip, needs_newline=partial)
+        self._file = _Open(fd, needs_newline=partial)
         self._tip = tip
         now = self._clock()
         if partial:
@@ -530,7 +537,7 @@ class AuditWriter:
             notes = self._open_sync()
             events = [(note, self._policy()) for note in notes] + events
         assert self._file is not None
-        tip = self._file.tip
+        tip = self._tip
         lines: list[bytes] = [b"\n"] if self._file.needs_newline else []
         count = 0
         for event, policy in events:
@@ -563,7 +570,7 @@ class AuditWriter:
                 self._file.needs_newline = True
             raise
         self._file.needs_newline = False
-        self._file.tip = self._tip = tip
+        self._tip = tip
         self._write_head(tip, synced)
         return count
 
@@ -600,9 +607,9 @@ def _last_record(path: Path) -> tuple[ChainHead | None, bool]:
             candidates = lines if end == 0 else lines[1:]
             for raw in reversed(candidates):
                 try:
-                    record = json.loads(raw)
+                    last = _chain_head(json.loads(raw))
                 except ValueError:
                     continue
-                if isinstance(record, dict) and isinstance(record.get("seq"), int) and isinstance(record.get("hash"), str):
-                    return ChainHead(record["seq"], record["hash"]), partial
+                if last is not None:
+                    return last, partial
     return None, partial

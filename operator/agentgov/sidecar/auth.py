@@ -25,7 +25,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeGuard
 
 from jwt.algorithms import Algorithm, get_default_algorithms
 
@@ -40,7 +40,8 @@ ACCEPTED_TYPES: Final = frozenset({"jwt", "at+jwt", "application/at+jwt", "appli
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 # Visible ASCII and spaces inside values, nothing that could end a header line.
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
-_SCOPE: Final = re.compile(r"[\x21-\x7e]{1,128}")
+# One scope name: visible ASCII, no spaces (the separator of the ``scope`` claim).
+SCOPE: Final = re.compile(r"[\x21-\x7e]{1,128}")
 _ALGORITHMS: Final = get_default_algorithms()
 
 
@@ -108,13 +109,13 @@ def bearer_token(authorization: str | None, max_bytes: int = MAX_TOKEN_BYTES) ->
     return token
 
 
-def _b64decode(segment: str, what: str) -> bytes | AuthError:
+def _b64decode(segment: str, what: str) -> bytes:
     if len(segment) % 4 == 1 or not _B64URL.fullmatch(segment):
-        return AuthError("malformed", f"{what} is not base64url")
+        raise AuthError("malformed", f"{what} is not base64url")
     try:
         return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
-        return AuthError("malformed", f"{what} is not base64url")
+        raise AuthError("malformed", f"{what} is not base64url") from None
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -126,13 +127,13 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return result
 
 
-def _json_object(data: bytes, what: str) -> Mapping[str, object] | AuthError:
+def _json_object(data: bytes, what: str) -> Mapping[str, object]:
     try:
         value = json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):
-        return AuthError("malformed", f"{what} is not a JSON object")
+        value = None
     if not isinstance(value, dict):
-        return AuthError("malformed", f"{what} is not a JSON object")
+        raise AuthError("malformed", f"{what} is not a JSON object")
     return value
 
 
@@ -140,32 +141,31 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+# The private helpers below raise AuthError; the public functions return it (``X | AuthError``).
+
+
 def parse_jws(token: str, max_bytes: int = MAX_TOKEN_BYTES) -> Jws | AuthError:
     """Split and decode a compact JWS; every malformation is an AuthError("malformed")."""
+    try:
+        return _parse_jws(token, max_bytes)
+    except AuthError as e:
+        return e
+
+
+def _parse_jws(token: str, max_bytes: int) -> Jws:
     if len(token) > max_bytes:
-        return AuthError("too_large", f"token of {len(token)} characters")
+        raise AuthError("too_large", f"token of {len(token)} characters")
     if not token.isascii():
-        return AuthError("malformed", "token is not ASCII")
+        raise AuthError("malformed", "token is not ASCII")
     parts = token.split(".")
     if len(parts) != 3:
-        return AuthError("malformed", f"{len(parts)} segments, a JWS has 3")
+        raise AuthError("malformed", f"{len(parts)} segments, a JWS has 3")
     header_b64, claims_b64, signature_b64 = parts
     header_bytes = _b64decode(header_b64, "header")
-    if isinstance(header_bytes, AuthError):
-        return header_bytes
     claims_bytes = _b64decode(claims_b64, "payload")
-    if isinstance(claims_bytes, AuthError):
-        return claims_bytes
     signature = _b64decode(signature_b64, "signature")
-    if isinstance(signature, AuthError):
-        return signature
-    header = _json_object(header_bytes, "header")
-    if isinstance(header, AuthError):
-        return header
-    claims = _json_object(claims_bytes, "payload")
-    if isinstance(claims, AuthError):
-        return claims
-    return Jws(header, claims, f"{header_b64}.{claims_b64}".encode("ascii"), signature)
+    return Jws(_json_object(header_bytes, "header"), _json_object(claims_bytes, "payload"),
+               f"{header_b64}.{claims_b64}".encode("ascii"), signature)
 
 
 def unverified_kid(token: str) -> str | None:
@@ -177,50 +177,56 @@ def unverified_kid(token: str) -> str | None:
     return kid if isinstance(kid, str) and 0 < len(kid) <= MAX_CLAIM_CHARS else None
 
 
-def _check_header(header: Mapping[str, object], policy: AuthPolicy) -> tuple[str, str | None] | AuthError:
+def _check_header(header: Mapping[str, object], policy: AuthPolicy) -> tuple[str, str | None]:
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in policy.algorithms or alg not in _ALGORITHMS:
-        return AuthError("algorithm", f"algorithm {str(alg)[:16]!r} is not accepted")
+        raise AuthError("algorithm", f"algorithm {str(alg)[:16]!r} is not accepted")
     if "crit" in header:
-        return AuthError("critical_header", "the token has critical header extensions")
+        raise AuthError("critical_header", "the token has critical header extensions")
     if "enc" in header or "zip" in header:
-        return AuthError("malformed", "encrypted or compressed tokens are not accepted")
+        raise AuthError("malformed", "encrypted or compressed tokens are not accepted")
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES):
-        return AuthError("malformed", "the token type is not a JWT")
+        raise AuthError("malformed", "the token type is not a JWT")
     kid = header.get("kid")
-    if kid is None:
-        return alg, None
-    if not isinstance(kid, str) or not 0 < len(kid) <= MAX_CLAIM_CHARS:
-        return AuthError("malformed", "kid is not a short string")
+    if kid is not None and (not isinstance(kid, str) or not 0 < len(kid) <= MAX_CLAIM_CHARS):
+        raise AuthError("malformed", "kid is not a short string")
     return alg, kid
 
 
-def _number(claims: Mapping[str, object], name: str) -> float | None | AuthError:
+def _number(claims: Mapping[str, object], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return AuthError("claims", f"{name} is not a NumericDate")
+        raise AuthError("claims", f"{name} is not a NumericDate")
     return float(value)
 
 
-def _short_string(claims: Mapping[str, object], name: str, *, required: bool) -> str | None | AuthError:
+def is_claim_string(value: object) -> TypeGuard[str]:
+    """A non-empty printable string of at most MAX_CLAIM_CHARS: what ``sub``, ``role``, ``team``
+    and ``jti`` must be (and what the admin endpoint accepts for a minted user or team)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_CLAIM_CHARS and not _CONTROL.search(value)
+
+
+def _short_string(claims: Mapping[str, object], name: str, *, required: bool = False) -> str | None:
     value = claims.get(name)
     if value is None:
-        return AuthError("claims", f"{name} is missing") if required else None
-    if not isinstance(value, str) or not value or len(value) > MAX_CLAIM_CHARS or _CONTROL.search(value):
-        return AuthError("claims", f"{name} is not a short printable string")
+        if required:
+            raise AuthError("claims", f"{name} is missing")
+        return None
+    if not is_claim_string(value):
+        raise AuthError("claims", f"{name} is not a short printable string")
     return value
 
 
-def _scopes(claims: Mapping[str, object]) -> frozenset[str] | AuthError:
+def _scopes(claims: Mapping[str, object]) -> frozenset[str]:
     """Scopes from ``scope`` (RFC 8693, space-separated) and ``scopes``/``scp`` (lists)."""
     found: list[str] = []
     scope = claims.get("scope")
     if scope is not None:
         if not isinstance(scope, str):
-            return AuthError("claims", "scope is not a string")
+            raise AuthError("claims", "scope is not a string")
         found.extend(scope.split())
     for name in ("scopes", "scp"):
         value = claims.get(name)
@@ -231,9 +237,9 @@ def _scopes(claims: Mapping[str, object]) -> frozenset[str] | AuthError:
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             found.extend(str(v) for v in value)
         else:
-            return AuthError("claims", f"{name} is not a list of strings")
-    if len(found) > MAX_SCOPES or not all(_SCOPE.fullmatch(s) for s in found):
-        return AuthError("claims", "scopes are too many or not printable tokens")
+            raise AuthError("claims", f"{name} is not a list of strings")
+    if len(found) > MAX_SCOPES or not all(SCOPE.fullmatch(s) for s in found):
+        raise AuthError("claims", "scopes are too many or not printable tokens")
     return frozenset(found)
 
 
@@ -247,20 +253,18 @@ def _audience_ok(aud: object, audiences: frozenset[str]) -> bool:
 
 def verify(token: str, keys: KeySet, policy: AuthPolicy, now: float) -> Identity | AuthError:
     """Verify a compact JWS and its claims; the Identity it proves, or why it proves none."""
-    parsed = parse_jws(token, policy.max_token_bytes)
-    if isinstance(parsed, AuthError):
-        return parsed
-    checked = _check_header(parsed.header, policy)
-    if isinstance(checked, AuthError):
-        return checked
-    alg, kid = checked
-    candidates = candidate_keys(keys, alg, kid)
-    if not candidates:
-        return AuthError("unknown_key", f"no {alg} key" + (" with that kid" if kid else ""))
-    algorithm = _ALGORITHMS[alg]
-    if not any(_signature_ok(algorithm, parsed, key.key) for key in candidates):
-        return AuthError("signature", "the signature does not verify")
-    return _check_claims(parsed.claims, policy, now, kid=kid, alg=alg)
+    try:
+        parsed = _parse_jws(token, policy.max_token_bytes)
+        alg, kid = _check_header(parsed.header, policy)
+        candidates = candidate_keys(keys, alg, kid)
+        if not candidates:
+            raise AuthError("unknown_key", f"no {alg} key" + (" with that kid" if kid else ""))
+        algorithm = _ALGORITHMS[alg]
+        if not any(_signature_ok(algorithm, parsed, key.key) for key in candidates):
+            raise AuthError("signature", "the signature does not verify")
+        return _check_claims(parsed.claims, policy, now, kid=kid, alg=alg)
+    except AuthError as e:
+        return e
 
 
 def _signature_ok(algorithm: Algorithm, parsed: Jws, key: object) -> bool:
@@ -272,48 +276,30 @@ def _signature_ok(algorithm: Algorithm, parsed: Jws, key: object) -> bool:
 
 
 def _check_claims(claims: Mapping[str, object], policy: AuthPolicy, now: float, *, kid: str | None,
-                  alg: str) -> Identity | AuthError:
+                  alg: str) -> Identity:
     leeway = policy.leeway_seconds
     exp = _number(claims, "exp")
-    if isinstance(exp, AuthError):
-        return exp
     if exp is None:
-        return AuthError("claims", "exp is missing")
+        raise AuthError("claims", "exp is missing")
     if now >= exp + leeway:
-        return AuthError("expired", "the token has expired")
+        raise AuthError("expired", "the token has expired")
     nbf = _number(claims, "nbf")
-    if isinstance(nbf, AuthError):
-        return nbf
     if nbf is not None and now + leeway < nbf:
-        return AuthError("not_yet_valid", "the token is not valid yet (nbf)")
+        raise AuthError("not_yet_valid", "the token is not valid yet (nbf)")
     iat = _number(claims, "iat")
-    if isinstance(iat, AuthError):
-        return iat
     if iat is not None and iat > now + leeway:
-        return AuthError("issued_in_future", "the token was issued in the future (iat)")
+        raise AuthError("issued_in_future", "the token was issued in the future (iat)")
     iss = claims.get("iss")
     if not isinstance(iss, str) or iss != policy.issuer:
-        return AuthError("issuer", "the issuer is not the expected one")
+        raise AuthError("issuer", "the issuer is not the expected one")
     if not _audience_ok(claims.get("aud"), policy.audiences):
-        return AuthError("audience", "no accepted audience")
+        raise AuthError("audience", "no accepted audience")
     user = _short_string(claims, "sub", required=True)
-    if isinstance(user, AuthError):
-        return user
-    role = _short_string(claims, "role", required=False)
-    if isinstance(role, AuthError):
-        return role
-    team = _short_string(claims, "team", required=False)
-    if isinstance(team, AuthError):
-        return team
-    jti = _short_string(claims, "jti", required=False)
-    if isinstance(jti, AuthError):
-        return jti
+    role = _short_string(claims, "role")
+    team = _short_string(claims, "team")
+    jti = _short_string(claims, "jti")
     scopes = _scopes(claims)
-    if isinstance(scopes, AuthError):
-        return scopes
     actor = _actor(claims.get("act"))
-    if isinstance(actor, AuthError):
-        return actor
     assert user is not None
     return Identity(
         user=user, role=role, scopes=scopes, issuer=iss, expires_at=exp, team=team,
@@ -321,9 +307,9 @@ def _check_claims(claims: Mapping[str, object], policy: AuthPolicy, now: float, 
     )
 
 
-def _actor(act: object) -> str | None | AuthError:
+def _actor(act: object) -> str | None:
     if act is None:
         return None
     if not isinstance(act, dict):
-        return AuthError("claims", "act is not an object")
+        raise AuthError("claims", "act is not an object")
     return _short_string(act, "sub", required=True)

@@ -23,12 +23,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Final
 
 import pydantic
 
 from agentgov.api.bundle import PolicyBundle, SecretFile, bundle_hash, parse_bundle
+from agentgov.api.resources import describe_validation_error
 from agentgov.sidecar.audit import AuditPolicy
 from agentgov.sidecar.auth import AuthPolicy
 from agentgov.sidecar.errors import ConfigError, PolicyUnavailable
@@ -63,7 +65,7 @@ class PolicySnapshot:
     auth_policy: AuthPolicy
     keys: KeySet
     signing_key: SigningKey | None
-    secrets: Mapping[str, bytes] = field(repr=False)
+    secrets: Mapping[SecretFile, bytes] = field(repr=False)
     secret_reads: tuple[SecretRead, ...]
     redactor: Redactor
     loaded_at: float
@@ -78,16 +80,14 @@ class PolicySnapshot:
 
     def secret(self, file: SecretFile) -> bytes | None:
         """The value of a secret the bundle names (None when it was not mounted)."""
-        return self.secrets.get(_secret_id(file))
+        return self.secrets.get(file)
 
+    @cached_property
     def audit_policy(self) -> AuditPolicy:
+        """Built once per snapshot: the writer asks for it on every event."""
         audit = self.bundle.audit
         return AuditPolicy(enabled=audit.enabled, retention_days=audit.retention_days, agent=self.agent,
                            redactor=self.redactor)
-
-
-def _secret_id(file: SecretFile) -> str:
-    return f"{file.secret}/{file.key}"
 
 
 def named_secrets(bundle: PolicyBundle) -> list[tuple[SecretFile, str, bool]]:
@@ -109,15 +109,6 @@ def named_secrets(bundle: PolicyBundle) -> list[tuple[SecretFile, str, bool]]:
     return named
 
 
-def describe_validation_error(error: pydantic.ValidationError) -> str:
-    """The fields at fault, without echoing their values (a value could be a pasted secret)."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False)[:10]:
-        where = ".".join(str(p) for p in item["loc"]) or "(bundle)"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
 def build_snapshot(bundle_bytes: bytes, read_secret: ReadSecret, *, loaded_at: float) -> PolicySnapshot:
     """Parse a bundle and resolve its secrets; ConfigError naming the field or file at fault."""
     if len(bundle_bytes) > MAX_BUNDLE_BYTES:
@@ -125,7 +116,8 @@ def build_snapshot(bundle_bytes: bytes, read_secret: ReadSecret, *, loaded_at: f
     try:
         bundle = parse_bundle(bundle_bytes)
     except pydantic.ValidationError as e:
-        raise ConfigError(f"invalid bundle: {describe_validation_error(e)}") from None
+        # The fields at fault, never their values (a value could be a pasted secret).
+        raise ConfigError(f"invalid bundle: {'; '.join(describe_validation_error(e)[:10])}") from None
     except ValueError as e:
         raise ConfigError(f"invalid bundle: {str(e)[:200]}") from None
     auth = bundle.auth
@@ -135,28 +127,28 @@ def build_snapshot(bundle_bytes: bytes, read_secret: ReadSecret, *, loaded_at: f
         raise ConfigError("auth.algorithms: HS256 cannot be combined with asymmetric algorithms")
 
     digest = hashlib.sha256(bundle_bytes)
-    secrets: dict[str, bytes] = {}
+    secrets: dict[SecretFile, bytes] = {}
     reads: list[SecretRead] = []
     for file, purpose, required in named_secrets(bundle):
         value = read_secret(file)
         reads.append(SecretRead(file, purpose, value is not None))
-        digest.update(b"\0" + _secret_id(file).encode() + b"\0" + (value if value is not None else b"\xff<missing>"))
+        digest.update(f"\0{file.secret}/{file.key}\0".encode() + (value if value is not None else b"\xff<missing>"))
         if value is None:
             if required:
                 raise ConfigError(f"{purpose}: secret {file.secret!r} key {file.key!r} is not mounted")
             continue
-        secrets[_secret_id(file)] = value
+        secrets[file] = value
 
     keys: KeySet = ()
     if auth.key_file:
         try:
-            keys = parse_key_file(secrets[_secret_id(auth.key_file)], auth.algorithms)
+            keys = parse_key_file(secrets[auth.key_file], auth.algorithms)
         except ConfigError as e:
             raise ConfigError(f"auth.keyFile ({auth.key_file.secret}/{auth.key_file.key}): {e}") from None
     signing: SigningKey | None = None
     if auth.signing_key_file:
         try:
-            signing = load_signing_key(secrets[_secret_id(auth.signing_key_file)])
+            signing = load_signing_key(secrets[auth.signing_key_file])
         except ConfigError as e:
             raise ConfigError(f"auth.signingKeyFile: {e}") from None
         if signing.alg not in auth.algorithms:
@@ -226,6 +218,17 @@ class PolicyStore:
         if snapshot is None:
             raise PolicyUnavailable()
         return snapshot
+
+    @property
+    def redactor(self) -> Redactor:
+        """The snapshot's redactor (it knows the mounted secrets), or the patterns alone."""
+        snapshot = self.current
+        return snapshot.redactor if snapshot else Redactor()
+
+    def audit_policy(self) -> AuditPolicy:
+        """What the audit writer applies to the next event: the snapshot's, or the defaults."""
+        snapshot = self.current
+        return snapshot.audit_policy if snapshot else AuditPolicy()
 
     def subscribe(self, listener: Callable[[ReloadResult], None]) -> None:
         """Called on the event loop after each reload that changed something."""

@@ -33,6 +33,7 @@ from agentgov.sidecar.errors import (
     MintingNotConfigured, NotFound, SidecarError,
 )
 from agentgov.sidecar.headers import EXECUTION_ID, REQUEST_ID, client_address, request_headers_for_agent
+from agentgov.sidecar.metrics import CONTENT_TYPE
 from agentgov.sidecar.proxy import ProxyResult, forward
 from agentgov.sidecar.tokens import MintRequest, SigningKey, check_mint_request, mint
 
@@ -60,23 +61,17 @@ class RequestInfo:
         )
 
 
-REQUEST_INFO = web.RequestKey("agentgov_info", RequestInfo)
-
-
 def request_info(request: web.Request, app: AppState) -> RequestInfo:
-    info: RequestInfo | None = request.get(REQUEST_INFO)
-    if info is None:
-        trusted = app.settings.trusted_proxies
-        info = RequestInfo(
-            request_id="req_" + secrets.token_urlsafe(12),
-            method=request.method,
-            path=request.path,
-            client_ip=client_address(request.remote, request.headers.getall("X-Forwarded-For", []), trusted),
-            user_agent=request.headers.get("User-Agent"),
-            started=time.monotonic(),
-        )
-        request[REQUEST_INFO] = info
-    return info
+    """Taken once, when a handler starts (``started`` times the whole request)."""
+    return RequestInfo(
+        request_id="req_" + secrets.token_urlsafe(12),
+        method=request.method,
+        path=request.path,
+        client_ip=client_address(request.remote, request.headers.getall("X-Forwarded-For", []),
+                                 app.settings.trusted_proxies),
+        user_agent=request.headers.get("User-Agent"),
+        started=time.monotonic(),
+    )
 
 
 async def authenticate(request: web.Request, app: AppState, snapshot: PolicySnapshot, info: RequestInfo) -> Identity:
@@ -273,6 +268,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
     app.metrics.audit_queue_depth.set(app.audit.queue_depth)
     app.metrics.executions_tracked.set(len(app.executions))
     response = web.Response(body=app.metrics.render())
-    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    response.headers["Content-Type"] = CONTENT_TYPE
     return response
 

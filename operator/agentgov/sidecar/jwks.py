@@ -55,7 +55,6 @@ class JwksClient:
         self._keys: KeySet | None = None
         self._fetched_at = float("-inf")
         self._attempted_at = float("-inf")
-        self.fetches = 0
         self.last_error: str | None = None
 
     @property
@@ -81,7 +80,6 @@ class JwksClient:
 
     async def _fetch(self) -> None:
         self._attempted_at = self._clock()
-        self.fetches += 1
         try:
             keys, problems = await self._download()
         except (aiohttp.ClientError, TimeoutError, ConfigError, ValueError) as e:

@@ -180,12 +180,20 @@ def parse_key_file(data: bytes, algorithms: Sequence[JwtAlgorithm], *, source: s
     return (VerificationKey(alg="HS256", key=_check_hmac(hmac_secret(data), "the key file"), source=source),)
 
 
-def _parse_json_keys(data: bytes, algorithms: Sequence[JwtAlgorithm], source: str) -> KeySet:
+def key_file_entries(data: bytes) -> object:
+    """The JWKs of a JSON key file: the ``keys`` of a JWKS, or the file's one JWK in a list.
+
+    Not necessarily a list (``{"keys": 1}``): the caller says what it needs.
+    """
     try:
         document = json.loads(data)
     except ValueError as e:
         raise KeyMaterialError(f"the key file is not valid JSON: {e}") from None
-    entries = document.get("keys") if isinstance(document, dict) and "keys" in document else [document]
+    return document.get("keys") if isinstance(document, dict) and "keys" in document else [document]
+
+
+def _parse_json_keys(data: bytes, algorithms: Sequence[JwtAlgorithm], source: str) -> KeySet:
+    entries = key_file_entries(data)
     if not isinstance(entries, list) or not entries:
         raise KeyMaterialError("a JWKS key file needs a non-empty 'keys' list")
     if len(entries) > MAX_KEYS:

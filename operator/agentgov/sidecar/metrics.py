@@ -7,10 +7,14 @@ neither leak a secret nor explode in cardinality. No I/O here; /metrics renders 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from typing import Final
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+# The text format ``generate_latest`` renders by default (prometheus_client's CONTENT_TYPE_LATEST
+# names a newer version on recent releases).
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:

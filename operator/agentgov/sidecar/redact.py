@@ -94,9 +94,6 @@ class Redactor:
     def __repr__(self) -> str:
         return f"Redactor({len(self._known)} known secrets)"
 
-    def with_secrets(self, more: Iterable[str]) -> Redactor:
-        return Redactor((*self._known, *more))
-
     def text(self, value: str) -> str:
         for secret in self._known:
             if secret in value:

@@ -9,18 +9,17 @@ variable. ``Settings`` is a frozen value: tests build as many as they need.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, cast
+from typing import Final, Literal, cast, get_args
 
 from agentgov.api.bundle import AUDIT_LOG_FILE, BUNDLE_FILE_NAME, BUNDLE_MOUNT_DIR, SECRETS_MOUNT_DIR
 from agentgov.sidecar.errors import ConfigError
 
 FsyncPolicy = Literal["always", "interval", "never"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-DEFAULT_AUDIT_LOG: Final = AUDIT_LOG_FILE
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class Settings:
     port: int | None = None
     # Where the agent listens; the port is bundle.sidecar.agentPort.
     agent_host: str = "127.0.0.1"
-    audit_log: Path = Path(DEFAULT_AUDIT_LOG)
+    audit_log: Path = Path(AUDIT_LOG_FILE)
     audit_fsync: FsyncPolicy = "always"
     audit_fsync_interval_seconds: float = 1.0
     audit_queue_size: int = 10_000
@@ -57,23 +56,6 @@ class Settings:
     shutdown_timeout_seconds: float = 10.0
 
 
-# variable -> Settings field; documented in docs/sidecar.md.
-_ENV_FIELDS: Final[dict[str, str]] = {
-    "AGENTGOV_AUDIT_LOG": "audit_log",
-    "AGENTGOV_AUDIT_FSYNC": "audit_fsync",
-    "AGENTGOV_AUDIT_FSYNC_INTERVAL_SECONDS": "audit_fsync_interval_seconds",
-    "AGENTGOV_AUDIT_QUEUE_SIZE": "audit_queue_size",
-    "AGENTGOV_TRUSTED_PROXIES": "trusted_proxies",
-    "AGENTGOV_JWKS_TIMEOUT_SECONDS": "jwks_timeout_seconds",
-    "AGENTGOV_JWKS_CACHE_SECONDS": "jwks_cache_seconds",
-    "AGENTGOV_JWKS_MIN_REFRESH_SECONDS": "jwks_min_refresh_seconds",
-    "AGENTGOV_EXECUTION_TTL_SECONDS": "execution_ttl_seconds",
-    "AGENTGOV_RELOAD_INTERVAL_SECONDS": "reload_interval_seconds",
-    "AGENTGOV_TOKEN_MAX_TTL_SECONDS": "token_max_ttl_seconds",
-}
-ENV_VARIABLES: Final[tuple[str, ...]] = tuple(_ENV_FIELDS)
-
-
 def parse_trusted_proxies(text: str) -> tuple[IPNetwork, ...]:
     """``10.0.0.0/8, 192.168.1.7`` -> networks; raises ValueError naming the bad entry."""
     networks: list[IPNetwork] = []
@@ -89,7 +71,7 @@ def parse_trusted_proxies(text: str) -> tuple[IPNetwork, ...]:
 
 def _positive_number(text: str) -> float:
     value = float(text)
-    if not value > 0 or value != value or value == float("inf"):
+    if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{text!r} is not a positive number")
     return value
 
@@ -102,24 +84,27 @@ def _positive_int(text: str) -> int:
 
 
 def _fsync(text: str) -> FsyncPolicy:
-    if text not in ("always", "interval", "never"):
-        raise ValueError(f"{text!r} is not one of always, interval, never")
+    policies = get_args(FsyncPolicy)
+    if text not in policies:
+        raise ValueError(f"{text!r} is not one of {', '.join(policies)}")
     return cast(FsyncPolicy, text)
 
 
-_PARSERS: Final[dict[str, object]] = {
-    "audit_log": Path,
-    "audit_fsync": _fsync,
-    "audit_fsync_interval_seconds": _positive_number,
-    "audit_queue_size": _positive_int,
-    "trusted_proxies": parse_trusted_proxies,
-    "jwks_timeout_seconds": _positive_number,
-    "jwks_cache_seconds": _positive_number,
-    "jwks_min_refresh_seconds": _positive_number,
-    "execution_ttl_seconds": _positive_number,
-    "reload_interval_seconds": _positive_number,
-    "token_max_ttl_seconds": _positive_int,
+# variable -> (Settings field, parser); documented in docs/sidecar.md.
+_ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
+    "AGENTGOV_AUDIT_LOG": ("audit_log", Path),
+    "AGENTGOV_AUDIT_FSYNC": ("audit_fsync", _fsync),
+    "AGENTGOV_AUDIT_FSYNC_INTERVAL_SECONDS": ("audit_fsync_interval_seconds", _positive_number),
+    "AGENTGOV_AUDIT_QUEUE_SIZE": ("audit_queue_size", _positive_int),
+    "AGENTGOV_TRUSTED_PROXIES": ("trusted_proxies", parse_trusted_proxies),
+    "AGENTGOV_JWKS_TIMEOUT_SECONDS": ("jwks_timeout_seconds", _positive_number),
+    "AGENTGOV_JWKS_CACHE_SECONDS": ("jwks_cache_seconds", _positive_number),
+    "AGENTGOV_JWKS_MIN_REFRESH_SECONDS": ("jwks_min_refresh_seconds", _positive_number),
+    "AGENTGOV_EXECUTION_TTL_SECONDS": ("execution_ttl_seconds", _positive_number),
+    "AGENTGOV_RELOAD_INTERVAL_SECONDS": ("reload_interval_seconds", _positive_number),
+    "AGENTGOV_TOKEN_MAX_TTL_SECONDS": ("token_max_ttl_seconds", _positive_int),
 }
+ENV_VARIABLES: Final[tuple[str, ...]] = tuple(_ENV_FIELDS)
 
 
 def settings_from_env(environ: Mapping[str, str], **given: object) -> Settings:
@@ -128,11 +113,9 @@ def settings_from_env(environ: Mapping[str, str], **given: object) -> Settings:
     Raises ConfigError naming the variable when a value cannot be used.
     """
     values: dict[str, object] = {}
-    for variable, name in _ENV_FIELDS.items():
+    for variable, (name, parser) in _ENV_FIELDS.items():
         if variable not in environ:
             continue
-        parser = _PARSERS[name]
-        assert callable(parser)
         try:
             values[name] = parser(environ[variable].strip())
         except ValueError as e:

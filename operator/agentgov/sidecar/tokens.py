@@ -12,7 +12,6 @@ sidecar's maximum. Pure except ``load_signing_key`` which only parses bytes it i
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,18 +23,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from agentgov.api.agentdeployment import JwtAlgorithm
 from agentgov.api.defaults import Permission
-from agentgov.sidecar.auth import Identity
+from agentgov.sidecar.auth import MAX_SCOPES, SCOPE, Identity, is_claim_string
 from agentgov.sidecar.authz import permissions_of
 from agentgov.sidecar.errors import BadRequest, Forbidden, KeyMaterialError, SidecarError
 from agentgov.sidecar.keys import (
-    MIN_HMAC_BYTES, PrivateKey, VerificationKey, algorithm_of, hmac_secret, parse_jwk, pem_blocks,
+    MIN_HMAC_BYTES, PrivateKey, VerificationKey, algorithm_of, hmac_secret, key_file_entries, parse_jwk, pem_blocks,
 )
 
 JWT_ALGORITHMS: Final[tuple[str, ...]] = get_args(JwtAlgorithm)
 _DURATION: Final = re.compile(r"(\d+)([smhd])")
 _UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SCOPE: Final = re.compile(r"[\x21-\x7e]{1,128}")
-_NAME: Final = re.compile(r"[^\x00-\x1f\x7f]{1,256}")
 
 
 @dataclass(frozen=True)
@@ -101,11 +98,7 @@ def load_signing_key(data: bytes, alg: str | None = None, kid: str | None = None
 
 
 def _private_jwk(data: bytes) -> tuple[bytes | PrivateKey, JwtAlgorithm, str | None]:
-    try:
-        document = json.loads(data)
-    except ValueError as e:
-        raise KeyMaterialError(f"the key file is not valid JSON: {e}") from None
-    entries = document.get("keys") if isinstance(document, dict) and "keys" in document else [document]
+    entries = key_file_entries(data)
     if not isinstance(entries, list):
         raise KeyMaterialError("'keys' is not a list")
     for jwk in entries:
@@ -170,15 +163,16 @@ def check_mint_request(body: object, caller: Identity, roles: Mapping[str, Seque
     if unknown:
         return BadRequest(f"unknown field(s): {', '.join(str(u)[:32] for u in unknown[:5])}")
     user, role, team = body.get("user"), body.get("role"), body.get("team")
-    if not isinstance(user, str) or not _NAME.fullmatch(user):
+    if not is_claim_string(user):
         return BadRequest("user must be a non-empty printable string of at most 256 characters")
     if not isinstance(role, str) or role not in roles:
         return BadRequest(f"role must be one of this agent's roles: {', '.join(sorted(roles))}")
-    if team is not None and (not isinstance(team, str) or not _NAME.fullmatch(team)):
+    if team is not None and not is_claim_string(team):
         return BadRequest("team must be a printable string of at most 256 characters")
     scopes = body.get("scopes", [])
-    if not isinstance(scopes, list) or len(scopes) > 64 or not all(isinstance(s, str) and _SCOPE.fullmatch(s) for s in scopes):
-        return BadRequest("scopes must be a list of at most 64 scope names (printable, no spaces)")
+    if not isinstance(scopes, list) or len(scopes) > MAX_SCOPES or not all(
+            isinstance(s, str) and SCOPE.fullmatch(s) for s in scopes):
+        return BadRequest(f"scopes must be a list of at most {MAX_SCOPES} scope names (printable, no spaces)")
     ttl = body.get("ttl", "1h")
     try:
         ttl_seconds = ttl if isinstance(ttl, int) and not isinstance(ttl, bool) else parse_ttl(str(ttl))

@@ -19,7 +19,8 @@ regions, ``naming`` holds the names, labels and owner references every child sha
 from __future__ import annotations
 
 import json
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol
 
 from agentgov.api.bundle import PolicyBundle
 from agentgov.controller.builders import (
@@ -46,18 +47,32 @@ from agentgov.controller.builders.naming import (
 
 ChildKey = tuple[str, str, str]
 
+
+class _ChildModule(Protocol):
+    """What every child module has (``service``, ``deployment``, ...)."""
+
+    API_VERSION: str
+    KIND: str
+
+    def name(self, inputs: Inputs) -> str: ...
+
+
+# Every child module, in apply order, with the test for a child the spec may turn off (None:
+# always built). CHILD_KINDS and child_keys read it; build_children_from keeps the same order.
+_CHILDREN: Final[tuple[tuple[_ChildModule, Callable[[Inputs], bool] | None], ...]] = (
+    (serviceaccount, None),
+    (configmap, None),
+    (networkpolicy, networkpolicy.wanted),
+    (deployment, None),
+    (service, None),
+    (poddisruptionbudget, None),
+    (horizontalpodautoscaler, horizontalpodautoscaler.wanted),
+    (ingress, ingress.wanted),
+)
+
 # Every (apiVersion, kind) the builders may produce, in apply order: what a handler lists
 # (by the instance label) to find children that are no longer wanted.
-CHILD_KINDS: Final[tuple[tuple[str, str], ...]] = (
-    (serviceaccount.API_VERSION, serviceaccount.KIND),
-    (configmap.API_VERSION, configmap.KIND),
-    (networkpolicy.API_VERSION, networkpolicy.KIND),
-    (deployment.API_VERSION, deployment.KIND),
-    (service.API_VERSION, service.KIND),
-    (poddisruptionbudget.API_VERSION, poddisruptionbudget.KIND),
-    (horizontalpodautoscaler.API_VERSION, horizontalpodautoscaler.KIND),
-    (ingress.API_VERSION, ingress.KIND),
-)
+CHILD_KINDS: Final[tuple[tuple[str, str], ...]] = tuple((module.API_VERSION, module.KIND) for module, _ in _CHILDREN)
 
 
 def build_children(inputs: Inputs) -> list[Manifest]:
@@ -92,30 +107,19 @@ def child_keys(inputs: Inputs, *, all_optional: bool = False) -> list[ChildKey]:
     Ingress), i.e. every child the agent could have: what to look for when deleting.
     Never raises for a parsed spec (it compiles nothing), so a handler can compute what to
     delete even when the spec is stalled."""
-    wanted: list[tuple[bool, str, str, str]] = [
-        (True, serviceaccount.API_VERSION, serviceaccount.KIND, serviceaccount.name(inputs)),
-        (True, configmap.API_VERSION, configmap.KIND, configmap.name(inputs)),
-        (networkpolicy.wanted(inputs), networkpolicy.API_VERSION, networkpolicy.KIND, networkpolicy.name(inputs)),
-        (True, deployment.API_VERSION, deployment.KIND, deployment.name(inputs)),
-        (True, service.API_VERSION, service.KIND, service.name(inputs)),
-        (True, poddisruptionbudget.API_VERSION, poddisruptionbudget.KIND, poddisruptionbudget.name(inputs)),
-        (
-            horizontalpodautoscaler.wanted(inputs),
-            horizontalpodautoscaler.API_VERSION,
-            horizontalpodautoscaler.KIND,
-            horizontalpodautoscaler.name(inputs),
-        ),
-        (ingress.wanted(inputs), ingress.API_VERSION, ingress.KIND, ingress.name(inputs)),
+    return [
+        (module.API_VERSION, module.KIND, module.name(inputs))
+        for module, wanted in _CHILDREN
+        if all_optional or wanted is None or wanted(inputs)
     ]
-    return [(api_version, kind, name) for keep, api_version, kind, name in wanted if keep or all_optional]
 
 
-def referenced_secrets(inputs: Inputs) -> list[str]:
-    """Names of the Secrets the agent's pods read (sorted): the handler reads their
-    resourceVersions into ``Inputs.secret_versions`` so a change rolls the pods. Includes the
-    budget-store Secret and, when ``spec.secrets`` uses Vault/AWS/Azure, ``<agent>-secrets``.
-    Raises like ``compile_bundle``."""
-    return deployment.referenced_secret_names(inputs, compile_bundle(inputs))
+def referenced_secrets(inputs: Inputs, bundle: PolicyBundle) -> list[str]:
+    """Names of the Secrets the agent's pods read (sorted), for ``bundle`` compiled from the same
+    ``inputs``: the handler reads their resourceVersions into ``Inputs.secret_versions`` so a
+    change rolls the pods. Includes the budget-store Secret and, when ``spec.secrets`` uses
+    Vault/AWS/Azure, ``<agent>-secrets``."""
+    return deployment.referenced_secret_names(inputs, bundle)
 
 
 __all__ = [

@@ -33,7 +33,7 @@ from agentgov.api.bundle import (
     Price,
     SecretFile,
 )
-from agentgov.api.quantity import parse_quantity, quantity_bytes
+from agentgov.api.quantity import quantity_bytes
 from agentgov.api.regionpolicy import RegionPolicySpec
 from agentgov.api.toolpolicy import ToolPolicySpec
 from agentgov.controller.builders.inputs import AnyResource, BuildError, Inputs, UnresolvedReferences
@@ -106,6 +106,13 @@ def _check_url(url: str, field: str, obj: str | None = None) -> str:
     except ValueError as error:
         raise BuildError(field, str(error), obj) from None
     return url
+
+
+def _byte_size(text: str, field: str) -> int:
+    try:
+        return quantity_bytes(text)
+    except ValueError as error:
+        raise BuildError(field, str(error)) from None
 
 
 def compile_bundle(inputs: Inputs) -> PolicyBundle:
@@ -206,17 +213,10 @@ def compile_bundle(inputs: Inputs) -> PolicyBundle:
         rules = list(region_spec.effective_rules())
         default_region = region_spec.default_region
 
-    try:
-        max_body_bytes = quantity_bytes(spec.sidecar.max_body_bytes)
-    except ValueError as error:
-        raise BuildError("spec.sidecar.maxBodyBytes", str(error)) from None
+    max_body_bytes = _byte_size(spec.sidecar.max_body_bytes, "spec.sidecar.maxBodyBytes")
     if max_body_bytes < 1:
         raise BuildError("spec.sidecar.maxBodyBytes", "must be at least 1 byte")
-    try:
-        if parse_quantity(spec.cache.max_bytes) < 0:
-            raise ValueError(f"{spec.cache.max_bytes!r} is negative")
-    except ValueError as error:
-        raise BuildError("spec.cache.maxBytes", str(error)) from None
+    _byte_size(spec.cache.max_bytes, "spec.cache.maxBytes")  # checked only: the bundle carries the text
 
     return PolicyBundle(
         agent=AgentIdentity(name=inputs.name, namespace=namespace),
@@ -240,13 +240,6 @@ def compile_bundle(inputs: Inputs) -> PolicyBundle:
     )
 
 
-def secret_files(bundle: PolicyBundle) -> Iterator[SecretFile]:
-    """Every Secret key the bundle names (auth keys, model and tool credentials, webhook keys),
-    found by walking the whole bundle, so a ``SecretFile`` field added to the contract is
-    mounted without a change here."""
-    yield from _secret_files_in(bundle)
-
-
 def _secret_files_in(value: object) -> Iterator[SecretFile]:
     if isinstance(value, SecretFile):
         yield value
@@ -262,9 +255,11 @@ def _secret_files_in(value: object) -> Iterator[SecretFile]:
 
 
 def mounted_secrets(bundle: PolicyBundle) -> dict[str, list[str]]:
-    """Secret name -> the keys the sidecar reads from it, both sorted."""
+    """Secret name -> the keys the sidecar reads from it, both sorted: every ``SecretFile`` in
+    the bundle (auth keys, model and tool credentials, webhook keys), found by walking the whole
+    bundle, so a ``SecretFile`` field added to the contract is mounted without a change here."""
     keys: dict[str, set[str]] = {}
-    for file in secret_files(bundle):
+    for file in _secret_files_in(bundle):
         keys.setdefault(file.secret, set()).add(file.key)
     return {name: sorted(keys[name]) for name in sorted(keys)}
 

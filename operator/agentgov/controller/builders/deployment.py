@@ -186,7 +186,11 @@ def sidecar_env(inputs: Inputs) -> list[Manifest]:
 def referenced_secret_names(inputs: Inputs, bundle: PolicyBundle) -> list[str]:
     """Every Secret the pod reads (mounted in the sidecar or injected as env), sorted: the
     handler reads their versions into ``Inputs.secret_versions``."""
-    names = set(mounted_secrets(bundle))
+    return _referenced_secrets(inputs, mounted_secrets(bundle))
+
+
+def _referenced_secrets(inputs: Inputs, mounted: Mapping[str, list[str]]) -> list[str]:
+    names = set(mounted)
     names.add(inputs.config.redis_url_secret.name)
     spec = inputs.spec
     names.update(var.value_from.secret_key_ref.name for var in spec.env if var.value_from and var.value_from.secret_key_ref)
@@ -195,8 +199,10 @@ def referenced_secret_names(inputs: Inputs, bundle: PolicyBundle) -> list[str]:
     return sorted(names)
 
 
-def secrets_hash(inputs: Inputs, bundle: PolicyBundle) -> str:
-    versions = {name: inputs.secret_versions.get(name, "") for name in referenced_secret_names(inputs, bundle)}
+def secrets_hash(inputs: Inputs, referenced: list[str]) -> str:
+    """A hash of the versions of the ``referenced`` Secrets: it changes, and rolls the pods,
+    when one of them does."""
+    versions = {name: inputs.secret_versions.get(name, "") for name in referenced}
     text = json.dumps(versions, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
@@ -225,8 +231,9 @@ def _secret_volume_name(secret: str) -> str:
     return dns_label("secret-" + secret)
 
 
-def volumes(inputs: Inputs, bundle: PolicyBundle) -> tuple[list[Manifest], list[Manifest]]:
-    """The pod's volumes and the sidecar's mounts of them."""
+def volumes(inputs: Inputs, mounted: Mapping[str, list[str]]) -> tuple[list[Manifest], list[Manifest]]:
+    """The pod's volumes and the sidecar's mounts of them; ``mounted`` is ``mounted_secrets`` of
+    the bundle."""
     pod: list[Manifest] = [
         {
             "name": BUNDLE_VOLUME,
@@ -234,7 +241,7 @@ def volumes(inputs: Inputs, bundle: PolicyBundle) -> tuple[list[Manifest], list[
         }
     ]
     mounts: list[Manifest] = [{"name": BUNDLE_VOLUME, "mountPath": BUNDLE_MOUNT_DIR, "readOnly": True}]
-    for secret, keys in mounted_secrets(bundle).items():
+    for secret, keys in mounted.items():
         volume = _secret_volume_name(secret)
         pod.append(
             {
@@ -304,7 +311,8 @@ def _spread(key: str, selector: dict[str, str]) -> Manifest:
 
 def build(inputs: Inputs, bundle: PolicyBundle, affinity: Manifest | None) -> Manifest:
     selector = selector_labels(inputs.name)
-    pod_volumes, sidecar_mounts = volumes(inputs, bundle)
+    mounted = mounted_secrets(bundle)  # walks the whole bundle: once per build
+    pod_volumes, sidecar_mounts = volumes(inputs, mounted)
     pod_spec: Manifest = {
         "serviceAccountName": serviceaccount.name(inputs),
         "automountServiceAccountToken": False,
@@ -333,7 +341,7 @@ def build(inputs: Inputs, bundle: PolicyBundle, affinity: Manifest | None) -> Ma
                     "labels": labels(inputs, COMPONENT_AGENT),
                     "annotations": {
                         BUNDLE_HASH_ANNOTATION: bundle_hash(bundle),
-                        SECRETS_HASH_ANNOTATION: secrets_hash(inputs, bundle),
+                        SECRETS_HASH_ANNOTATION: secrets_hash(inputs, _referenced_secrets(inputs, mounted)),
                         "kubectl.kubernetes.io/default-container": AGENT_CONTAINER,
                     },
                 },

@@ -7,6 +7,7 @@ always have requests, see ``deployment``); while it exists the Deployment carrie
 
 from __future__ import annotations
 
+from agentgov.controller.builders import deployment
 from agentgov.controller.builders.inputs import Inputs, Manifest
 from agentgov.controller.builders.naming import COMPONENT_AUTOSCALER, metadata, workload_name
 
@@ -33,7 +34,7 @@ def build(inputs: Inputs) -> Manifest:
         "kind": KIND,
         "metadata": metadata(inputs, name(inputs), COMPONENT_AUTOSCALER),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload_name(inputs.name)},
+            "scaleTargetRef": {"apiVersion": deployment.API_VERSION, "kind": deployment.KIND, "name": deployment.name(inputs)},
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
             "metrics": [
