@@ -136,3 +136,14 @@ def test_a_negative_size_is_refused() -> None:
 def test_a_quantity_is_written_as_the_api_server_stores_it(text: str, canonical: str) -> None:
     assert canonical_quantity(text) == canonical
     assert parse_quantity(canonical) >= parse_quantity(text)
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize(
+    "text, expected",
+    [("-1e-10", "0"), ("-0.0000000001", "0"), ("-1n", "-1n")],
+    ids=["a tiny negative exponent rounds up to zero", "a tiny negative decimal rounds up to zero",
+         "minus one nano stays as it is"],
+)
+def test_a_tiny_negative_quantity_is_canonicalised_without_hanging(text: str, expected: str) -> None:
+    assert canonical_quantity(text) == expected

@@ -83,10 +83,10 @@ def canonical_quantity(text: str) -> str:
     """
     match = _match(text)
     value = _value(match, text)
-    if value == 0:
-        return "0"
     if (value * _NANO).denominator != 1:
         value = Fraction(math.ceil(value * _NANO), _NANO)
+    if value == 0:  # after rounding: a tiny negative value rounds up to zero
+        return "0"
     if match["binary"] and abs(value) >= 1024 and value.denominator == 1:
         amount, power = int(value), 0
         while amount % 1024 == 0 and power < max(_BINARY_SUFFIXES):
