@@ -27,6 +27,7 @@ CRDS_DIR = REPO_ROOT / 'crds'
 TESTDATA = pathlib.Path(__file__).resolve().parent / 'harness' / 'testdata'
 
 from harness.apiserver import ApiServer
+from harness.redis import RedisServer
 
 WIDGETS = '/apis/harness.test/v1/namespaces/default/widgets'
 GADGETS = '/apis/harness.test/v1/gadgets'
@@ -114,6 +115,31 @@ def apiserver_in_thread() -> Iterator[ApiServer]:
     server = ApiServer(crd_dirs=[CRDS_DIR], strict=True)
     with server.run_in_thread():
         yield server
+
+
+@pytest.fixture(scope='session')
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server per test session (per xdist worker); never killed by tests."""
+    server = RedisServer(tmp_path_factory.mktemp('redis'))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared redis-server, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture()
+def private_redis(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, for fault tests that kill, pause or restart it."""
+    server = RedisServer(tmp_path / 'redis')
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture()

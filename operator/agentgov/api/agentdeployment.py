@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from agentgov.api.toolpolicy import CircuitBreaker
 from agentgov.api.base import (
     DataClass,
     DNSLabel,
@@ -194,6 +195,16 @@ class ModelRoute(Model):
     credentials_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret key holding the upstream API key; never visible to the agent."
     )
+    # No server-side default inside a list item (client-side `kubectl apply` would re-send the
+    # list every time); the shipped breaker settings apply when absent.
+    circuit_breaker: CircuitBreaker | None = Field(
+        None, description="When to stop calling this upstream and when to retry it; the shipped settings when absent."
+    )
+    fallbacks: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Models (names of other routes) tried in order when this one's breaker is open or it fails.",
+    )
 
 
 class VaultSource(Model):
@@ -320,6 +331,15 @@ class AgentDeploymentSpec(Model):
 
     cel_rules = (
         unique_names_rule("models", "models", "model route"),
+        Rule(
+            cel="!has(self.models) || self.models.all(m, !has(m.fallbacks) || "
+            "m.fallbacks.all(f, f != m.name && self.models.exists(o, o.name == f)))",
+            message="a model's fallbacks must name other model routes of this agent",
+            check=lambda m: all(
+                f != route.name and any(o.name == f for o in m.models) for route in m.models for f in route.fallbacks
+            ),
+            field_path=".models",
+        ),
         unique_names_rule("secrets", "secrets", "secret"),
         unique_names_rule("env", "env", "environment variable"),
     )

@@ -99,6 +99,8 @@ class BundleModelRoute(Model):
     endpoint: str = Field(description="Upstream base URL.")
     upstream_model: str = Field(description="Model name sent upstream.")
     credentials_file: SecretFile | None = Field(None, description="Upstream API key.")
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker, description="Breaker settings.")
+    fallbacks: list[str] = Field(default_factory=list, description="Routes tried in order when this one is unavailable.")
 
 
 class Price(Model):

@@ -75,6 +75,8 @@ class Identity:
     issuer: str
     expires_at: float
     team: str | None = None
+    # The caller's location (claim `region`, e.g. eu-west-1): residency rules match it.
+    region: str | None = None
     token_id: str | None = None
     kid: str | None = None
     alg: str | None = None
@@ -297,12 +299,13 @@ def _check_claims(claims: Mapping[str, object], policy: AuthPolicy, now: float, 
     user = _short_string(claims, "sub", required=True)
     role = _short_string(claims, "role")
     team = _short_string(claims, "team")
+    region = _short_string(claims, "region")
     jti = _short_string(claims, "jti")
     scopes = _scopes(claims)
     actor = _actor(claims.get("act"))
     assert user is not None
     return Identity(
-        user=user, role=role, scopes=scopes, issuer=iss, expires_at=exp, team=team,
+        user=user, role=role, scopes=scopes, issuer=iss, expires_at=exp, team=team, region=region,
         token_id=jti, kid=kid, alg=alg, actor=actor,
     )
 

@@ -54,6 +54,16 @@ class Settings:
     # the authenticator (the uniform 401) rather than by the parser (a bare 400).
     max_header_bytes: int = 2 * 1024 * 1024
     shutdown_timeout_seconds: float = 10.0
+    # The budget store and L2 cache (redis:// or rediss://, may carry a password); None: no
+    # Redis — budgets follow their failure policy and the cache is L1 only.
+    redis_url: str | None = None
+    # Every Redis command gives up after this long (then the degraded path applies).
+    redis_timeout_seconds: float = 0.25
+    # The egress port (models and tools for the agent) listens on loopback only: the agent
+    # shares the pod's network namespace, nothing outside the pod may use it.
+    egress_host: str = "127.0.0.1"
+    # None: bundle.sidecar.egressPort (or 8081 when no bundle could be read at start); 0: free.
+    egress_port: int | None = None
 
 
 def parse_trusted_proxies(text: str) -> tuple[IPNetwork, ...]:
@@ -90,6 +100,13 @@ def _fsync(text: str) -> FsyncPolicy:
     return cast(FsyncPolicy, text)
 
 
+def _redis_url(text: str) -> str:
+    # Never echo the value: it may carry a password.
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("is not a redis://, rediss:// or unix:// URL")
+    return text
+
+
 # variable -> (Settings field, parser); documented in docs/sidecar.md.
 _ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "AGENTGOV_AUDIT_LOG": ("audit_log", Path),
@@ -103,6 +120,8 @@ _ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "AGENTGOV_EXECUTION_TTL_SECONDS": ("execution_ttl_seconds", _positive_number),
     "AGENTGOV_RELOAD_INTERVAL_SECONDS": ("reload_interval_seconds", _positive_number),
     "AGENTGOV_TOKEN_MAX_TTL_SECONDS": ("token_max_ttl_seconds", _positive_int),
+    "AGENTGOV_REDIS_URL": ("redis_url", _redis_url),
+    "AGENTGOV_REDIS_TIMEOUT_SECONDS": ("redis_timeout_seconds", _positive_number),
 }
 ENV_VARIABLES: Final[tuple[str, ...]] = tuple(_ENV_FIELDS)
 

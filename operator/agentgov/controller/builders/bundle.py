@@ -35,7 +35,7 @@ from agentgov.api.bundle import (
 )
 from agentgov.api.quantity import quantity_bytes
 from agentgov.api.regionpolicy import RegionPolicySpec
-from agentgov.api.toolpolicy import ToolPolicySpec
+from agentgov.api.toolpolicy import CircuitBreaker, ToolPolicySpec
 from agentgov.controller.builders.inputs import AnyResource, BuildError, Inputs, UnresolvedReferences
 from agentgov.controller.builders.placement import allowed_regions
 
@@ -140,6 +140,8 @@ def compile_bundle(inputs: Inputs) -> PolicyBundle:
             endpoint=_check_url(route.endpoint, f"spec.models[{index}].endpoint"),
             upstream_model=route.upstream_model or route.name,
             credentials_file=_secret_file(route.credentials_secret_ref),
+            circuit_breaker=route.circuit_breaker or CircuitBreaker(),
+            fallbacks=list(route.fallbacks),
         )
         for index, route in enumerate(spec.models)
     ]
