@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import time
 import traceback
@@ -62,7 +63,9 @@ def error_response(error: SidecarError) -> web.Response:
         if error.code == "invalid_token":
             challenge += ', error="invalid_token"'
         response.headers["WWW-Authenticate"] = challenge
-    if error.status == 503:
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    elif error.status == 503:
         response.headers["Retry-After"] = "5"
     return response
 

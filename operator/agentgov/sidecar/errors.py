@@ -13,6 +13,7 @@ their own branch (:class:`ConfigError`). No I/O here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Final, Literal
 
 AuthFailure = Literal[
@@ -39,12 +40,23 @@ class SidecarError(Exception):
     code: str = "internal_error"  # an instance may narrow it (Forbidden)
     default_message: ClassVar[str] = "the sidecar failed to handle the request"
 
-    def __init__(self, message: str | None = None) -> None:
+    # Seconds a client should wait before retrying (the Retry-After header), when known.
+    retry_after: float | None = None
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None,
+                 details: Mapping[str, object] | None = None) -> None:
         self.message = message or self.default_message
+        if retry_after is not None:
+            self.retry_after = retry_after
+        # Machine-readable facts added to the body under the code's name (e.g. which budget, its
+        # limit and reset time); built from policy names and numbers only, never from secrets.
+        self.details = dict(details or {})
         super().__init__(self.message)
 
-    def body(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
+    def body(self) -> dict[str, dict[str, object]]:
+        error: dict[str, object] = {"code": self.code, "message": self.message}
+        error.update(self.details)
+        return {"error": error}
 
 
 class AuthError(SidecarError):
@@ -152,6 +164,75 @@ class AgentTimeout(SidecarError):
     default_message = "the agent did not answer in time"
 
 
+class ExecutionRequired(SidecarError):
+    """400 on the egress port: model and tool calls must name the execution they belong to."""
+
+    status = 400
+    code = "execution_id_required"
+    default_message = "send the X-Agentgov-Execution-Id the sidecar gave the agent with this request"
+
+
+class ModelNotFound(SidecarError):
+    status = 404
+    code = "model_not_found"
+    default_message = "no route for this model"
+
+
+class ToolNotFound(SidecarError):
+    status = 404
+    code = "tool_not_found"
+    default_message = "no such tool"
+
+
+class BudgetExceeded(SidecarError):
+    """429: a Hard budget has no room for this call. ``details`` say which budget, its period,
+    limit, spend and when it resets."""
+
+    status = 429
+    code = "budget_exceeded"
+    default_message = "the budget for this call is exhausted"
+
+
+class RateLimited(SidecarError):
+    status = 429
+    code = "rate_limited"
+    default_message = "too many requests; slow down"
+
+
+class UpstreamUnavailable(SidecarError):
+    status = 502
+    code = "upstream_unavailable"
+    default_message = "the upstream is not accepting connections"
+
+
+class UpstreamBadResponse(SidecarError):
+    status = 502
+    code = "upstream_bad_response"
+    default_message = "the upstream closed the connection or sent an invalid response"
+
+
+class CircuitOpen(SidecarError):
+    """503 while a breaker is open and no fallback applies; Retry-After says when it half-opens."""
+
+    status = 503
+    code = "circuit_open"
+    default_message = "the upstream is failing; calls are paused"
+
+
+class BudgetStoreUnavailable(SidecarError):
+    """503 when the spend store cannot be reached and the budget's failure policy is Closed."""
+
+    status = 503
+    code = "budget_store_unavailable"
+    default_message = "spend cannot be checked (the budget store is unreachable); the budget's failure policy is Closed"
+
+
+class UpstreamTimeout(SidecarError):
+    status = 504
+    code = "upstream_timeout"
+    default_message = "the upstream did not answer in time"
+
+
 class InternalError(SidecarError):
     """500: a bug. The body never says more than this (details go to the log, redacted)."""
 
@@ -165,12 +246,17 @@ FORBIDDEN_CODES: Final[tuple[str, ...]] = (
     "tool_not_allowed",
     "tool_method_not_allowed",
     "mint_not_narrower",
+    "unknown_execution",
+    "data_class_not_allowed",
+    "region_not_allowed",
 )
 ERROR_CODES: Final[dict[str, int]] = {
     **{cls.code: cls.status for cls in (
         AuthError, MissingToken, BadRequest, NotFound, MethodNotAllowed, BodyTooLarge,
         MintingNotConfigured, AgentUnavailable, AgentBadResponse, PolicyUnavailable,
-        AuthUnavailable, AuditUnavailable, AgentTimeout, InternalError,
+        AuthUnavailable, AuditUnavailable, AgentTimeout, InternalError, ExecutionRequired, ModelNotFound,
+        ToolNotFound, BudgetExceeded, RateLimited, UpstreamUnavailable, UpstreamBadResponse, CircuitOpen,
+        BudgetStoreUnavailable, UpstreamTimeout,
     )},
     **{code: Forbidden.status for code in FORBIDDEN_CODES},
 }
