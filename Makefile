@@ -19,8 +19,8 @@ $(BIN)/agentgov: pyproject.toml
 
 venv: $(BIN)/agentgov  ## create .venv with agentgov and the test tools
 
-demo: venv  ## validate the examples and show what they mean
-	$(BIN)/agentgov render examples/
+demo: venv  ## the sidecar in front of an example agent, on this machine: what it allows, refuses, caches, routes
+	$(BIN)/agentgov demo
 
 test: venv  ## run the whole test suite (parallel, with a per-test timeout)
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)

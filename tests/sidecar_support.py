@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from agentgov.api.agentdeployment import Audit, Cache
 from agentgov.api.bundle import (
-    AgentIdentity, BundleAuth, BundleSidecar, BundleTool, PolicyBundle, SecretFile, canonical_json,
+    AgentIdentity, BundleAuth, BundleModelRoute, BundleSidecar, BundleTool, PolicyBundle, SecretFile, canonical_json,
 )
 from agentgov.api.defaults import DEFAULT_ROLES
 from agentgov.api.toolpolicy import CircuitBreaker
@@ -288,9 +288,21 @@ class Sidecar:
     url: str
     settings: Settings
     session: aiohttp.ClientSession
+    # The egress port's base URL (models and tools for the agent): http://127.0.0.1:<port>.
+    egress_url: str = ''
 
     async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Mapping[str, str]]:
         async with self.session.request(method, self.url + path, **kwargs) as response:
+            text = await response.text()
+            try:
+                body: Any = json.loads(text)
+            except ValueError:
+                body = text
+            return response.status, body, response.headers
+
+    async def egress(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Mapping[str, str]]:
+        """A request to the egress port (models and tools), as the agent would send it."""
+        async with self.session.request(method, self.egress_url + path, **kwargs) as response:
             text = await response.text()
             try:
                 body: Any = json.loads(text)
@@ -321,15 +333,17 @@ def sidecar_settings(tmp_path: Path, **overrides: Any) -> Settings:
         reload_interval_seconds=0.05,
         jwks_min_refresh_seconds=0.2,
         audit_fsync='never',
+        egress_port=0,
     )
     return replace(base, **overrides)
 
 
 @asynccontextmanager
 async def running_sidecar(settings: Settings) -> AsyncIterator[Sidecar]:
-    async with serving(settings) as (app, port):
+    async with serving(settings) as served:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            yield Sidecar(app, f'http://127.0.0.1:{port}', settings, session)
+            yield Sidecar(served.app, f'http://127.0.0.1:{served.port}', settings, session,
+                          egress_url=f'http://127.0.0.1:{served.egress_port}')
 
 
 @asynccontextmanager
@@ -389,3 +403,102 @@ def kubelet_write(directory: Path, files: Mapping[str, bytes | str]) -> None:
         for child in old.iterdir():
             child.unlink()
         old.rmdir()
+
+
+# --- the egress port: model routes, stand-in models, execution ids, the openai SDK -----------
+
+MODEL_KEY_FILE = SecretFile(secret='model-provider', key='api-key')
+MODEL_KEY = 'sk-standin-upstream-key-0123456789abcdef'
+
+
+def model_route(name: str, endpoint: str, *, upstream_model: str | None = None,
+                key_file: SecretFile | None = MODEL_KEY_FILE, breaker: CircuitBreaker | None = None,
+                fallbacks: Sequence[str] = ()) -> BundleModelRoute:
+    """A model route to an OpenAI-compatible ``endpoint`` (a stand-in's ``.url``)."""
+    return BundleModelRoute(name=name, provider='openai', endpoint=endpoint, upstream_model=upstream_model or name,
+                            credentials_file=key_file, circuit_breaker=breaker or CircuitBreaker(),
+                            fallbacks=list(fallbacks))
+
+
+def with_egress(bundle: PolicyBundle, models: Sequence[BundleModelRoute], **fields: Any) -> PolicyBundle:
+    """``bundle`` with model routes and any other bundle fields (budgets, regions, routing_rules,
+    cache, data_classes, default_region) replaced, validated again."""
+    data = bundle.model_dump()
+    data['models'] = [m.model_dump() for m in models]
+    for name, value in fields.items():
+        data[name] = ([v.model_dump() if hasattr(v, 'model_dump') else v for v in value]
+                      if isinstance(value, (list, tuple)) else value.model_dump() if hasattr(value, 'model_dump')
+                      else value)
+    return PolicyBundle.model_validate(data)
+
+
+async def execution_id(sidecar: Sidecar, headers: Mapping[str, str]) -> str:
+    """An execution id issued the real way: a request through the inbound port to the stand-in
+    agent, which receives ``X-Agentgov-Execution-Id`` (and the caller gets it back)."""
+    status, body, response_headers = await sidecar.request('POST', '/v1/run', json={'task': 'x'}, headers=headers)
+    assert status == 200, body
+    seen = body['headers']['X-Agentgov-Execution-Id']
+    assert response_headers['X-Agentgov-Execution-Id'] == seen
+    return str(seen)
+
+
+def openai_client(sidecar: Sidecar, execution: str | None, **headers: str) -> Any:
+    """The official SDK pointed at the sidecar's egress port, as an agent would use it (no
+    retries of its own, so tests see each answer)."""
+    import openai
+
+    default_headers = {'X-Agentgov-Execution-Id': execution} if execution else {}
+    default_headers.update(headers)
+    return openai.AsyncOpenAI(base_url=f'{sidecar.egress_url}/v1', api_key='agent-side-unused-key',
+                              default_headers=default_headers, max_retries=0, timeout=30)
+
+
+@asynccontextmanager
+async def egress_sidecar(tmp_path: Path, bundle: PolicyBundle, *, model_key: str | None = MODEL_KEY,
+                         **overrides: Any) -> AsyncIterator[tuple[Sidecar, Agent]]:
+    """The stand-in agent, and a sidecar in front of it with ``bundle`` (its agent port set) and
+    the model key mounted."""
+    async with running_agent() as agent:
+        bundle = bundle.model_copy(update={'sidecar': bundle.sidecar.model_copy(update={'agent_port': agent.port})})
+        settings = sidecar_settings(tmp_path, **overrides)
+        if model_key is not None:
+            write_secret(settings.secrets_dir, MODEL_KEY_FILE, model_key)
+        async with sidecar_for(tmp_path, bundle, **overrides) as sidecar:
+            yield sidecar, agent
+
+
+async def audit_records(sidecar: Sidecar, event_type: str, count: int = 1) -> list[dict[str, Any]]:
+    """The audit records of ``event_type`` once there are at least ``count`` (they are written
+    off the request path)."""
+    from harness.waiting import async_wait_for
+
+    async def probe() -> list[dict[str, Any]]:
+        return [r for r in sidecar.audit_lines if r['event_type'] == event_type]
+
+    return await async_wait_for(probe, lambda found: len(found) >= count,
+                                what=f'{count} {event_type} audit record(s)')
+
+
+def metric_value(text: str, name: str, /, **labels: str) -> float | None:
+    """The value of one sample of a Prometheus text exposition (labels matched exactly)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return None
+
+
+async def raw_http(port: int, request: bytes) -> tuple[int, bytes]:
+    """Send bytes exactly as given (for requests no client library would produce); the status
+    and body of the answer."""
+    reader, writer = await asyncio.open_connection('127.0.0.1', port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b'\r\n\r\n')
+    return int(head.split(b' ', 2)[1]), body

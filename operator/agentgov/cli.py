@@ -131,6 +131,27 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     return verify_audit(args.file, args.head)
 
 
+def _cmd_usage(args: argparse.Namespace) -> int:
+    from agentgov.sidecar.usage import usage_command
+
+    return usage_command(user=args.user, days=args.days, redis_url=args.redis_url, output=args.output)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import logging
+
+    from agentgov.demo.scenario import DemoOptions, run_demo
+
+    # The demo prints what happened itself; the sidecar's own warnings would interleave.
+    logging.basicConfig(level=logging.ERROR)
+
+    options = DemoOptions(upstream=args.upstream, upstream_model=args.model, api_key_env=args.api_key_env,
+                          workdir=Path(args.workdir) if args.workdir else None)
+    return asyncio.run(run_demo(options, sys.stdout))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentgov",
@@ -263,6 +284,46 @@ def build_parser() -> argparse.ArgumentParser:
     audit_verify.add_argument("file", metavar="FILE", help="the audit log (JSON lines)")
     audit_verify.add_argument("--head", metavar="PATH", help="the head file (default: FILE.head, if present)")
     audit_verify.set_defaults(func=_cmd_audit_verify)
+
+    usage = commands.add_parser(
+        "usage",
+        help="a user's model spend: cost, tokens, calls, cache hits, per model and agent",
+        description="Report what USER's model calls cost over the last DAYS UTC days, as the sidecars counted "
+        "them in Redis: total cost, input and output tokens, calls, average cost per call, cache hits, and a "
+        "breakdown per model and per agent.",
+        epilog="examples:\n"
+        "  agentgov usage --user alice --days 30 --redis-url redis://redis.agentgov:6379/0\n"
+        "  AGENTGOV_REDIS_URL=redis://:password@redis:6379/0 agentgov usage --user alice -o json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    usage.add_argument("--user", required=True, help="the user id (the token's sub)")
+    usage.add_argument("--days", type=int, default=30, help="how many UTC days, ending today (default: %(default)s)")
+    usage.add_argument("--redis-url", metavar="URL", help="the spend store (default: $AGENTGOV_REDIS_URL)")
+    usage.add_argument("-o", "--output", choices=("table", "json"), default="table", help="format (default: table)")
+    usage.set_defaults(func=_cmd_usage)
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the sidecar in front of an example agent on this machine and show what it enforces",
+        description="Start, on 127.0.0.1 with no cluster and no Redis, two local OpenAI-compatible stand-in models "
+        "(a cloud and an on-premise region), a stand-in tool, the bundled example agent and the real sidecar in "
+        "front of it (spend kept in memory, labelled as demo-only); send traffic as three users with different "
+        "roles and print what happened: denied and allowed calls, a cache hit, a budget crossing 80%%/90%% and "
+        "then refusing, a breaker opening and recovering, a PII request kept on-premise, the audit chain "
+        "verified. Exits 1 if any step did not go as expected.",
+        epilog="examples:\n"
+        "  agentgov demo\n"
+        "  agentgov demo --workdir /tmp/agentgov-demo          keep the audit log, bundle and secrets\n"
+        "  OPENAI_API_KEY=sk-... agentgov demo --upstream https://api.openai.com/v1 --model gpt-4o-mini",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    demo.add_argument("--upstream", metavar="URL",
+                      help="an OpenAI-compatible base URL to use instead of the local stand-ins")
+    demo.add_argument("--model", default="gpt-4o-mini", help="model sent to --upstream (default: %(default)s)")
+    demo.add_argument("--api-key-env", default="OPENAI_API_KEY", metavar="VAR",
+                      help="environment variable holding the --upstream API key (default: %(default)s)")
+    demo.add_argument("--workdir", metavar="DIR", help="keep the demo's bundle, secrets and audit log here")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -5,9 +5,13 @@ the kstatus invariants of every agentgov object after every step.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import pathlib
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -130,6 +134,45 @@ def prepared(server: ApiServer, monkeypatch: pytest.MonkeyPatch, **settings: str
     api = Api(server)
     api.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     return api
+
+
+class OperatorProcess:
+    """``agentgov operator`` as a process of its own (fresh imports, its own settings), as a
+    Deployment runs it; its output goes to ``log``."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: pathlib.Path) -> None:
+        self.process, self.log = process, log
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+
+@contextlib.contextmanager
+def operator_process(log: pathlib.Path, *args: str, **env: str) -> Iterator[OperatorProcess]:
+    """Run ``agentgov operator --standalone ARGS`` with ``env`` on top of this process's environment
+    (the kubeconfig fixture's KUBECONFIG included); stopped with SIGTERM (SIGKILL after 20 s)."""
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "agentgov.cli", "operator", "--standalone", "--metrics-port", "0", *args],
+            env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield OperatorProcess(process, log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def events_of(api: Api, name: str) -> list[dict[str, Any]]:
+    """The Kubernetes Events about the object ``name`` in the test namespace, oldest first."""
+    listed = api.get(f"/api/v1/namespaces/{NS}/events") or {"items": []}
+    return [e for e in listed["items"] if e.get("involvedObject", {}).get("name") == name]
 
 
 @pytest.fixture()

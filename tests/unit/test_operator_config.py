@@ -28,6 +28,10 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert config.resync_seconds == 60
     assert config.handler_timeout_seconds == 60
     assert config.cluster_domain == "cluster.local"
+    assert config.redis_url is None and config.spend_store_address is None
+    assert config.redis_timeout_seconds == 5
+    assert config.budget_status_interval_seconds == 60
+    assert config.watch_timeout_seconds == 300 and config.stalled_watch_seconds == 600
     assert config == OperatorConfig()
 
 
@@ -47,6 +51,9 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
         ("AGENTGOV_RESYNC_SECONDS", "2.5", "resync_seconds", 2.5),
         ("AGENTGOV_HANDLER_TIMEOUT_SECONDS", "120", "handler_timeout_seconds", 120.0),
         ("AGENTGOV_CLUSTER_DOMAIN", "corp.internal.", "cluster_domain", "corp.internal"),
+        ("AGENTGOV_REDIS_TIMEOUT_SECONDS", "0.5", "redis_timeout_seconds", 0.5),
+        ("AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS", "15", "budget_status_interval_seconds", 15.0),
+        ("AGENTGOV_WATCH_TIMEOUT_SECONDS", "120", "stalled_watch_seconds", 240.0),
     ],
     ids=[
         "an image from a registry with a port",
@@ -62,6 +69,9 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
         "a fractional resync period",
         "a handler timeout",
         "a cluster domain with a trailing dot",
+        "a spend store read timeout",
+        "a budget status interval",
+        "a watch timeout, and a stall at twice it",
     ],
 )
 def test_a_variable_sets_its_setting(variable: str, value: str, attribute: str, expected: Any) -> None:
@@ -111,6 +121,14 @@ def test_resource_variables_override_one_default_each(environ: dict[str, str], a
         ("AGENTGOV_HANDLER_TIMEOUT_SECONDS", "nan", "expected a positive number of seconds"),
         ("AGENTGOV_HANDLER_TIMEOUT_SECONDS", "inf", "expected a positive number of seconds"),
         ("AGENTGOV_CLUSTER_DOMAIN", "cluster_local", "is not a DNS domain"),
+        ("AGENTGOV_REDIS_URL", "http://redis:6379", "expected a redis://, rediss:// or unix:// URL"),
+        ("AGENTGOV_REDIS_URL", "redis://", "the URL names no host"),
+        ("AGENTGOV_REDIS_URL", "redis://redis:notaport/0", "not a URL with a valid port"),
+        ("AGENTGOV_REDIS_URL", "redis://redis:6379/zero", "the database must be a number"),
+        ("AGENTGOV_REDIS_URL", "unix://", "a unix:// URL needs a socket path"),
+        ("AGENTGOV_REDIS_TIMEOUT_SECONDS", "-1", "expected a positive number of seconds"),
+        ("AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS", "1m", "expected a number of seconds"),
+        ("AGENTGOV_WATCH_TIMEOUT_SECONDS", "0", "expected a positive number of seconds"),
     ],
     ids=[
         "an image ending in a colon",
@@ -141,6 +159,14 @@ def test_resource_variables_override_one_default_each(environ: dict[str, str], a
         "a handler timeout that is not a number",
         "an infinite handler timeout",
         "a cluster domain with an underscore",
+        "a spend store URL that is not Redis",
+        "a spend store URL without a host",
+        "a spend store URL with a port that is a word",
+        "a spend store URL with a database that is a word",
+        "a unix socket URL without a path",
+        "a negative spend store timeout",
+        "a budget status interval with a unit",
+        "a zero watch timeout",
     ],
 )
 def test_a_malformed_value_is_refused_naming_the_variable(variable: str, value: str, expected: str) -> None:
@@ -178,3 +204,25 @@ def test_config_error_is_a_value_error_with_the_variable_and_message() -> None:
     error = ConfigError("AGENTGOV_REDIS_PORT", "expected a port")
     assert isinstance(error, ValueError)
     assert (error.variable, error.message, str(error)) == ("AGENTGOV_REDIS_PORT", "expected a port", "AGENTGOV_REDIS_PORT: expected a port")
+
+
+@pytest.mark.parametrize(
+    "url, address",
+    [
+        ("redis://:s3cret-canary@redis.agentgov:6380/0", "redis.agentgov:6380"),
+        ("rediss://user:s3cret-canary@10.0.0.7/2", "10.0.0.7:6379"),
+        ("unix:///run/redis/redis.sock", "unix:/run/redis/redis.sock"),
+    ],
+    ids=["a password and a port", "TLS, a user and the default port", "a unix socket"],
+)
+def test_the_spend_store_is_named_by_address_and_its_password_never_shows(url: str, address: str) -> None:
+    config = OperatorConfig.from_env({"AGENTGOV_REDIS_URL": url})
+    assert config.redis_url is not None and config.redis_url.get_secret_value() == url
+    assert config.spend_store_address == address
+    assert "s3cret-canary" not in repr(config) and "s3cret-canary" not in str(config)
+
+
+def test_a_refused_spend_store_url_is_never_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        OperatorConfig.from_env({"AGENTGOV_REDIS_URL": "https://user:s3cret-canary@redis:6379"})
+    assert "s3cret-canary" not in str(caught.value)

@@ -88,3 +88,33 @@ def test_checker_names_each_broken_invariant(obj: dict[str, Any], expected: str)
 
 def test_checker_accepts_a_ready_object_at_its_generation() -> None:
     assert status_violations({"metadata": {"generation": 4}, "status": {"observedGeneration": 4, "conditions": [ready()]}}) == []
+
+
+def budget(percent: int, exceeded: str, warning: str = "True", **figures: Any) -> dict[str, Any]:
+    conditions = [ready(), {**ready(warning), "type": "Warning", "reason": "ThresholdReached"},
+                  {**ready(exceeded), "type": "Exceeded", "reason": "WithinLimits"}]
+    return {"metadata": {"generation": 1},
+            "status": {"observedGeneration": 1, "conditions": conditions, "percentUsed": percent, **figures}}
+
+
+BUDGET_VIOLATIONS = [
+    (budget(100, "False"), "percentUsed 100 disagrees with Exceeded=False", "a budget at 100% that is not Exceeded"),
+    (budget(99, "True"), "percentUsed 99 disagrees with Exceeded=True", "a budget Exceeded below 100%"),
+    (budget(120, "True", warning="False"), "Exceeded is True while Warning is False", "exceeded without a warning"),
+    (budget(10, "False", remainingTodayUsd=-1.0), "remainingTodayUsd is negative", "a negative remaining amount"),
+    ({"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": [
+        ready(), {**ready("False"), "type": "Exceeded"}]}},
+     "without the spend figures", "an Exceeded condition without figures"),
+]
+
+
+@pytest.mark.parametrize("obj, expected", [(o, e) for o, e, _ in BUDGET_VIOLATIONS], ids=[i for _, _, i in BUDGET_VIOLATIONS])
+def test_checker_holds_budget_figures_and_conditions_to_agree(obj: dict[str, Any], expected: str) -> None:
+    assert any(expected in problem for problem in status_violations(obj)), status_violations(obj)
+
+
+@pytest.mark.parametrize("percent, exceeded", [(0, "False"), (99, "False"), (100, "True"), (250, "True")],
+                         ids=["nothing spent", "just under the limit", "at the limit", "far over the limit"])
+def test_checker_accepts_an_exceeded_budget_that_is_ready(percent: int, exceeded: str) -> None:
+    """Exceeded is about spend, Ready about the resource: a budget may be both (reconciled fine)."""
+    assert status_violations(budget(percent, exceeded, warning="True" if percent >= 80 else "False")) == []

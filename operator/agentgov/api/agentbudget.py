@@ -150,14 +150,69 @@ class AgentBudgetSpec(Model):
         return prices
 
 
-class AgentBudgetStatus(ResourceStatus):
-    """Observed spend, written by the operator from the spend store."""
+class AnnouncedAlerts(Model):
+    """Alert thresholds already announced (Event and `Warning` condition) in the current day and
+    month. Kept in status so each threshold alerts once per period, across operator restarts."""
 
-    spent_today_usd: float | None = Field(None, ge=0, description="Spend so far today (UTC), in USD.")
-    spent_this_month_usd: float | None = Field(None, ge=0, description="Spend so far this month (UTC), in USD.")
+    day: str | None = Field(None, max_length=10, description="The UTC day (YYYY-MM-DD) `daily` belongs to.")
+    daily: list[Threshold] = Field(
+        default_factory=list,
+        max_length=11,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Percents of the daily limit announced that day; 100 is the `Exceeded` announcement.",
+    )
+    month: str | None = Field(None, max_length=7, description="The UTC month (YYYY-MM) `monthly` belongs to.")
+    monthly: list[Threshold] = Field(
+        default_factory=list,
+        max_length=11,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Percents of the monthly limit announced that month; 100 is the `Exceeded` announcement.",
+    )
+
+
+class AgentBudgetStatus(ResourceStatus):
+    """Observed spend, written by the operator from the spend store (the Redis the sidecars write).
+
+    With scope Each every subject has its own limits; the figures are those of the subject
+    closest to a limit (the highest percent used, daily or monthly), named in `topSubject`.
+    The operator re-reads the store periodically and writes status only when a figure changes.
+    """
+
+    spent_today_usd: float | None = Field(
+        None, ge=0, description="Spend so far today (UTC), in USD (scope Each: of `topSubject`)."
+    )
+    spent_this_month_usd: float | None = Field(
+        None, ge=0, description="Spend so far this month (UTC), in USD (scope Each: of `topSubject`)."
+    )
+    remaining_today_usd: float | None = Field(
+        None, ge=0, description="What is left of the daily limit today, in USD (0 once exceeded; scope Each: of `topSubject`)."
+    )
+    remaining_this_month_usd: float | None = Field(
+        None, ge=0, description="What is left of the monthly limit this month, in USD (0 once exceeded; scope Each: of `topSubject`)."
+    )
     percent_used: int | None = Field(
-        None, ge=0, description="The higher of daily and monthly spend as a percent of its limit."
+        None, ge=0, description="The higher of daily and monthly spend as a percent of its limit (rounded down)."
+    )
+    percent_used_today: int | None = Field(
+        None, ge=0, description="Spend today as a percent of the daily limit (rounded down; scope Each: of `topSubject`)."
+    )
+    percent_used_this_month: int | None = Field(
+        None, ge=0, description="Spend this month as a percent of the monthly limit (rounded down; scope Each: of `topSubject`)."
+    )
+    top_subject: str | None = Field(
+        None,
+        max_length=512,
+        description="The subject the figures are for: `user:<id>`, `agent:<name>` or `team:<name>` closest to "
+        "its limit (scope Each), or `shared` (scope Shared). Unset while nothing was spent.",
+    )
+    subjects: int | None = Field(
+        None, ge=0, description="How many subjects have spent or reserved anything this month (scope Shared: 0 or 1)."
+    )
+    alerts: AnnouncedAlerts | None = Field(
+        None, description="Thresholds already announced this day and month (each alerts once per period)."
     )
     last_updated: str | None = Field(
-        None, description="When the spend figures were read (RFC 3339).", json_schema_extra={"format": "date-time"}
+        None,
+        description="When the spend figures last changed, as read from the spend store (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
     )

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
+from agentgov.api.toolpolicy import CircuitBreaker
 from agentgov.api.base import (
     DataClass,
     DNSLabel,
@@ -48,6 +49,11 @@ class Region(Model):
         None,
         max_length=63,
         description="Value of the nodes' topology.kubernetes.io/region label; defaults to the region name.",
+    )
+    # No server-side default inside a list item (client-side `kubectl apply` would re-send the
+    # list every time); the shipped breaker settings apply when absent.
+    circuit_breaker: CircuitBreaker | None = Field(
+        None, description="When to stop sending calls to this region and when to try it again; the shipped settings when absent."
     )
 
     @property

@@ -11,6 +11,8 @@ script may touch its day and month counters together)::
     agentgov:budget:{<ns>/<budget>}:day:<YYYY-MM-DD>   HASH  per-subject spend of that UTC day
     agentgov:budget:{<ns>/<budget>}:month:<YYYY-MM>    HASH  per-subject spend of that UTC month
     agentgov:budget:{<ns>/<budget>}:holds              ZSET  open reservations (score: deadline, ms)
+    agentgov:budget:{<ns>/<budget>}:settled:<hold>     STRING marks a hold settled (EX), so a retried
+                                                              settlement is never counted twice
     agentgov:usage:<user>:<YYYY-MM-DD>                 HASH  per-user usage of a UTC day
     agentgov:cache:{<ns>/<agent>}:<sha256>             STRING a cached model answer (SETEX)
 
@@ -89,6 +91,10 @@ def period_key(namespace: str, budget: str, kind: PeriodKind, now: dt.datetime) 
 
 def holds_key(namespace: str, budget: str) -> str:
     return f"{PREFIX}:budget:{budget_tag(namespace, budget)}:holds"
+
+
+def settled_key(namespace: str, budget: str, hold_id: str) -> str:
+    return f"{PREFIX}:budget:{budget_tag(namespace, budget)}:settled:{_part(hold_id)}"
 
 
 def usage_key(user: str, day: dt.date | dt.datetime) -> str:

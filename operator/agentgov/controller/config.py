@@ -20,6 +20,10 @@ Unset or empty variables take the defaults below.
 | AGENTGOV_RESYNC_SECONDS | 60 | period of the reconcile timer (drift repair) |
 | AGENTGOV_HANDLER_TIMEOUT_SECONDS | 60 | timeout of each API call a handler makes (handlers retry with backoff and give up after 10 minutes) |
 | AGENTGOV_CLUSTER_DOMAIN | cluster.local | DNS suffix of Services |
+| AGENTGOV_REDIS_URL | (none) | the budget store the operator reads AgentBudget spend from (``redis://``, ``rediss://`` or ``unix://``; the same Redis the sidecars write); unset: AgentBudget status says so and shows no spend |
+| AGENTGOV_REDIS_TIMEOUT_SECONDS | 5 | bound on each read of the budget store |
+| AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS | 60 | how often AgentBudget spend is re-read into status |
+| AGENTGOV_WATCH_TIMEOUT_SECONDS | 300 | length of one watch request; a watch with no answer from the API server for twice this fails liveness |
 
 Pure: the environment is passed in, never read from ``os`` here.
 """
@@ -28,10 +32,11 @@ from __future__ import annotations
 
 import math
 import re
+from urllib.parse import urlsplit
 from collections.abc import Mapping
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, model_validator
 
 from agentgov import __version__
 from agentgov.api.base import DNSLabel, ObjectName, SecretKeyRef
@@ -105,6 +110,11 @@ class OperatorConfig(BaseModel):
     resync_seconds: float = Field(60.0, gt=0)
     handler_timeout_seconds: float = Field(60.0, gt=0)
     cluster_domain: str = "cluster.local"
+    # May carry a password: a SecretStr never shows it in a repr or a log line.
+    redis_url: SecretStr | None = None
+    redis_timeout_seconds: float = Field(5.0, gt=0)
+    budget_status_interval_seconds: float = Field(60.0, gt=0)
+    watch_timeout_seconds: float = Field(300.0, gt=0)
 
     @model_validator(mode="after")
     def _selector_not_empty(self) -> OperatorConfig:
@@ -119,6 +129,17 @@ class OperatorConfig(BaseModel):
     @property
     def watches_all_namespaces(self) -> bool:
         return not self.namespaces
+
+    @property
+    def spend_store_address(self) -> str | None:
+        """Where the budget store is, for messages: ``host:port`` (or the socket path), never
+        the credentials the URL may carry."""
+        return None if self.redis_url is None else redis_address(self.redis_url.get_secret_value())
+
+    @property
+    def stalled_watch_seconds(self) -> float:
+        """A watch the API server has not answered for this long is stalled (liveness fails)."""
+        return 2 * self.watch_timeout_seconds
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> OperatorConfig:
@@ -154,6 +175,13 @@ class OperatorConfig(BaseModel):
             if not _is(_DNS_SUBDOMAIN, domain):
                 raise ConfigError(env.name("CLUSTER_DOMAIN"), f"{domain!r} is not a DNS domain (e.g. cluster.local)")
             values["cluster_domain"] = domain
+        if (redis_url := env.get("REDIS_URL")) is not None:
+            values["redis_url"] = SecretStr(_redis_url(env.name("REDIS_URL"), redis_url))
+        for suffix, field in (("REDIS_TIMEOUT_SECONDS", "redis_timeout_seconds"),
+                              ("BUDGET_STATUS_INTERVAL_SECONDS", "budget_status_interval_seconds"),
+                              ("WATCH_TIMEOUT_SECONDS", "watch_timeout_seconds")):
+            if (seconds := env.get(suffix)) is not None:
+                values[field] = _seconds(env.name(suffix), seconds)
         return cls.model_validate(values)
 
     @staticmethod
@@ -179,6 +207,10 @@ KNOWN_VARIABLES: Final = frozenset(
         "RESYNC_SECONDS",
         "HANDLER_TIMEOUT_SECONDS",
         "CLUSTER_DOMAIN",
+        "REDIS_URL",
+        "REDIS_TIMEOUT_SECONDS",
+        "BUDGET_STATUS_INTERVAL_SECONDS",
+        "WATCH_TIMEOUT_SECONDS",
         *(_resource_variable(c, f) for c in ("SIDECAR", "AGENT") for f in _RESOURCE_FIELDS),
     )
 )
@@ -263,6 +295,41 @@ def _namespaces(variable: str, text: str) -> tuple[str, ...]:
     for name in names:
         _namespace(variable, name)
     return tuple(dict.fromkeys(names))
+
+
+def redis_address(url: str) -> str:
+    """``host:port`` of a Redis URL (``unix:PATH`` for a socket): what messages may name."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        port = 6379
+    return f"{parts.hostname or 'localhost'}:{port}"
+
+
+def _redis_url(variable: str, text: str) -> str:
+    """A Redis URL the client can use. Messages never echo the value: it may carry a password."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(variable, "not a URL with a valid port (expected redis://[:PASSWORD@]HOST:PORT/DB)") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(variable, "expected a redis://, rediss:// or unix:// URL (e.g. redis://redis:6379/0)")
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ConfigError(variable, "a unix:// URL needs a socket path (e.g. unix:///run/redis.sock)")
+        return text
+    if not parts.hostname:
+        raise ConfigError(variable, "the URL names no host (expected redis://[:PASSWORD@]HOST:PORT/DB)")
+    if port == 0:
+        raise ConfigError(variable, "expected a port number 1-65535")
+    database = parts.path.lstrip("/")
+    if database and not database.isdigit():
+        raise ConfigError(variable, "the database must be a number (e.g. redis://redis:6379/0)")
+    return text
 
 
 def _seconds(variable: str, text: str) -> float:

@@ -8,6 +8,15 @@ an index of references, never by listing). No handler returns a value (it would 
 status), none has a deletion handler (so no finalizer ever blocks deletion: children go with
 their owner through ownerReferences), and kopf's bookkeeping lives in annotations under
 ``agentgov.io/``.
+
+AgentBudget status also carries spend: a timer per budget reads the spend store (Redis, every
+``AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS``), ``budgetstatus.budget_status`` decides, and the
+timer writes status only when it changed, then posts the alert Events. A policy's status has
+two writers (its event handler and, for budgets, the timer): both hold one lock per object and
+start from a fresh read, and the write carries the resourceVersion it was computed from.
+
+The login handler gives kopf the session it would build itself, traced so that
+``liveness.WatchVitals`` sees the API server answer each watch.
 """
 
 from __future__ import annotations
@@ -22,12 +31,18 @@ from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import kopf
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
+from agentgov.api import spendstore
+from agentgov.api.agentbudget import AgentBudgetSpec
 from agentgov.api.resources import ManifestError, parse_object
-from agentgov.controller import metrics
+from agentgov.controller import budgetstatus, liveness, metrics
 from agentgov.controller import status as kstatus
 from agentgov.controller.config import OperatorConfig
-from agentgov.controller.kube import Connection, KubeApi, KubeError, TransientError, object_path
+from agentgov.controller.kube import Conflict, Connection, KubeApi, KubeError, TransientError, object_path
 from agentgov.controller.reconcile import Lookups, deployment_state, reconcile_agent
 
 GROUP, VERSION = "agentgov.io", "v1alpha1"
@@ -37,6 +52,9 @@ MEMO_LAST_RUN = "agentgov_last_reconcile"  # uid -> monotonic time of the last r
 MEMO_LOCKS = "agentgov_reconcile_locks"  # (namespace, name) -> lock: one reconcile of an agent at a time
 MEMO_DEPLOYMENTS = "agentgov_seen_deployments"  # Deployment uid -> state the last reconcile saw
 MEMO_POLICIES = "agentgov_fanned_out"  # (kind, namespace, name) -> generation last fanned out
+MEMO_STATUS_LOCKS = "agentgov_status_locks"  # (kind, namespace, name) -> lock: one status writer at a time
+MEMO_SPEND_STORE = "agentgov_spend_store"  # redis.asyncio.Redis, or None when AGENTGOV_REDIS_URL is unset
+MEMO_VITALS = "agentgov_watch_vitals"  # liveness.WatchVitals (given by `agentgov operator`, else made at startup)
 FAN_OUT_CONCURRENCY = 8
 # How often the resync timer checks whether an agent is due (AGENTGOV_RESYNC_SECONDS, at most
 # every 10 s). kopf fixes a timer's interval when the module is imported, hence the read here;
@@ -45,6 +63,12 @@ try:
     TIMER_TICK_SECONDS = min(max(float(os.environ.get("AGENTGOV_RESYNC_SECONDS") or 60), 0.5), 10.0)
 except ValueError:
     TIMER_TICK_SECONDS = 10.0
+# The budget status timer's interval (AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS), read at import
+# for the same reason.
+try:
+    BUDGET_TICK_SECONDS = max(float(os.environ.get("AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS") or 60), 0.5)
+except ValueError:
+    BUDGET_TICK_SECONDS = 60.0
 
 
 def utc_now() -> str:
@@ -62,7 +86,7 @@ async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
         prefix="agentgov.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
+    settings.watching.server_timeout = config.watch_timeout_seconds
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 8
     info = kopf.login_via_client(logger=logger, settings=settings)
@@ -74,6 +98,35 @@ async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     memo[MEMO_LOCKS] = collections.defaultdict(asyncio.Lock)
     memo[MEMO_DEPLOYMENTS] = {}
     memo[MEMO_POLICIES] = {}
+    memo[MEMO_STATUS_LOCKS] = collections.defaultdict(asyncio.Lock)
+    memo[MEMO_SPEND_STORE] = _spend_store(config)
+    if memo.get(MEMO_VITALS) is None:
+        memo[MEMO_VITALS] = liveness.WatchVitals(config.stalled_watch_seconds)
+    memo[MEMO_VITALS].start()
+
+
+def _spend_store(config: OperatorConfig) -> aioredis.Redis | None:
+    """A client for the spend store; no connection is made until the first read."""
+    if config.redis_url is None:
+        return None
+    return aioredis.Redis.from_url(
+        config.redis_url.get_secret_value(),
+        socket_timeout=config.redis_timeout_seconds,
+        socket_connect_timeout=config.redis_timeout_seconds,
+        retry=Retry(NoBackoff(), 0),  # a failed read waits for the next tick; no retries inside one
+    )
+
+
+@kopf.on.login()
+async def login(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger,
+                **_: Any) -> kopf.AiohttpSession | None:
+    """kopf's own credentials (kubeconfig or in-cluster), in a session whose watch answers are
+    seen by the liveness check."""
+    info = kopf.login_via_client(logger=logger, settings=settings)
+    if info is None:
+        return None
+    vitals: liveness.WatchVitals | None = memo.get(MEMO_VITALS)
+    return liveness.kopf_session(info, [vitals.trace_config()] if vitals is not None else [])
 
 
 @kopf.on.cleanup()
@@ -81,6 +134,12 @@ async def cleanup(*, memo: kopf.Memo, **_: Any) -> None:
     api = memo.get(MEMO_API)
     if api is not None:
         await api.close()
+    store: aioredis.Redis | None = memo.get(MEMO_SPEND_STORE)
+    if store is not None:
+        await store.aclose()
+    vitals: liveness.WatchVitals | None = memo.get(MEMO_VITALS)
+    if vitals is not None:
+        await vitals.stop()
 
 
 # --- indexes: the shared policies by (namespace, name), and who references what ----------
@@ -260,14 +319,13 @@ async def _policy_event(kind: str, event: Mapping[str, Any], body: kopf.Body, me
     await asyncio.gather(*(one(agent) for agent in dependents))
 
 
-async def _policy_status(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
-    api: KubeApi = memo[MEMO_API]
-    current: Mapping[str, Any] = dict(body.get("status") or {})
-    generation = body.metadata.get("generation")
+def _policy_kstatus(kind: str, obj: Mapping[str, Any], current: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """``current`` with the kstatus of the policy ``obj`` (and its counts); other fields kept."""
+    generation = (obj.get("metadata") or {}).get("generation")
     extra: dict[str, Any] = {}
     try:
-        obj = parse_object(_plain(body))
-        spec: Any = obj.spec
+        parsed = parse_object({k: obj.get(k) for k in ("apiVersion", "kind", "metadata", "spec")})
+        spec: Any = parsed.spec
         if kind == "ToolPolicy":
             extra = {"tools": len(spec.tools), "roles": len(spec.effective_roles())}
         elif kind == "RegionPolicy":
@@ -275,13 +333,102 @@ async def _policy_status(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
         outcome = kstatus.Outcome("Ready", "Valid", f"{kind} is valid and in force for the agents that reference it")
     except ManifestError as error:
         outcome = kstatus.Outcome("Stalled", "InvalidSpec", "; ".join(error.problems))
-    status = kstatus.updated_status(current, outcome, generation, utc_now(), extra)
-    if status != current:
-        path = object_path(f"{GROUP}/{VERSION}", kind, body.metadata.namespace or "default", body.metadata.name)
+    return kstatus.updated_status(current, outcome, generation, now, extra)
+
+
+async def _write_status(api: KubeApi, path: str, fresh: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+    """Patch ``status`` over ``fresh``'s: fields it dropped are removed, and the write is refused
+    (Conflict) if the object changed since ``fresh`` was read."""
+    current = fresh.get("status") or {}
+    patch: dict[str, Any] = {"status": {**{k: None for k in current if k not in status}, **status}}
+    version = (fresh.get("metadata") or {}).get("resourceVersion")
+    if version:
+        patch["metadata"] = {"resourceVersion": version}
+    await api.merge_patch(path + "/status", patch)
+
+
+async def _policy_status(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
+    api: KubeApi = memo[MEMO_API]
+    namespace, name = body.metadata.namespace or "default", body.metadata.name
+    path = object_path(f"{GROUP}/{VERSION}", kind, namespace, name)
+    async with memo[MEMO_STATUS_LOCKS][(kind, namespace, name)]:
         try:
-            await api.merge_patch(path + "/status", {"status": status})
+            fresh = await api.get(path)
+            if fresh is None:
+                return
+            current = fresh.get("status") or {}
+            status = _policy_kstatus(kind, fresh, current, utc_now())
+            if status != current:
+                await _write_status(api, path, fresh, status)
         except KubeError as error:
             raise kopf.TemporaryError(str(error), delay=5) from None
+
+
+# --- AgentBudget spend ---------------------------------------------------------------------
+
+@kopf.timer(GROUP, VERSION, "agentbudgets", interval=BUDGET_TICK_SECONDS, timeout=120)
+async def budget_status_timer(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Spend today and this month from the spend store into the budget's status; alert Events.
+    Never raises: whatever failed is retried at the next tick (a failing store shows in status)."""
+    api: KubeApi = memo[MEMO_API]
+    config: OperatorConfig = memo[MEMO_CONFIG]
+    namespace, name = body.metadata.namespace or "default", body.metadata.name
+    path = object_path(f"{GROUP}/{VERSION}", "AgentBudget", namespace, name)
+    async with memo[MEMO_STATUS_LOCKS][("AgentBudget", namespace, name)]:
+        try:
+            fresh = await api.get(path)
+        except KubeError as error:
+            logger.warning("budget status: could not read the AgentBudget: %s", error)
+            return
+        if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        now = datetime.datetime.now(datetime.timezone.utc)
+        current = fresh.get("status") or {}
+        generation = (fresh.get("metadata") or {}).get("generation")
+        status = _policy_kstatus("AgentBudget", fresh, current, utc_now())
+        events: list[budgetstatus.BudgetEvent] = []
+        try:
+            spec = AgentBudgetSpec.model_validate(fresh.get("spec") or {})
+        except ValueError:
+            spec = None  # Stalled (InvalidSpec) says why; no figures for a spec that cannot work
+        store: aioredis.Redis | None = memo[MEMO_SPEND_STORE]
+        if spec is not None and store is None:
+            status = budgetstatus.store_not_configured(status, now, generation)
+        elif spec is not None and store is not None:
+            address = config.spend_store_address or "the spend store"
+            try:
+                day, month = await _read_spend(store, namespace, name, now, config.redis_timeout_seconds)
+            except (RedisError, OSError, TimeoutError) as error:
+                metrics.SPEND_STORE_READS.labels(outcome="unreachable").inc()
+                status = budgetstatus.store_unreachable(status, address, type(error).__name__, now, generation)
+                if status != current:  # logged when it starts (or its kind changes), not on every tick
+                    logger.warning("budget status: spend store %s unreachable (%s)", address, type(error).__name__)
+            else:
+                metrics.SPEND_STORE_READS.labels(outcome="ok").inc()
+                status, events = budgetstatus.budget_status(spec, day, month, status, now, generation, store=address)
+        if status == current:
+            return
+        try:
+            await _write_status(api, path, fresh, status)
+        except Conflict:
+            return  # changed meanwhile (another writer): the next tick starts from the new version
+        except KubeError as error:
+            logger.warning("budget status: could not write status: %s", error)
+            return
+    for event in events:  # after the write: what status records as announced was announced
+        metrics.BUDGET_ALERTS.labels(reason=event.reason).inc()
+        kopf.event(cast(kopf.Body, fresh), type=event.type, reason=event.reason, message=event.message)
+
+
+async def _read_spend(store: aioredis.Redis, namespace: str, name: str, now: datetime.datetime,
+                      timeout: float) -> tuple[dict[bytes, bytes], dict[bytes, bytes]]:
+    """``HGETALL`` of today's and this month's hashes, in one round trip, bounded by ``timeout``."""
+    async with asyncio.timeout(timeout):
+        async with store.pipeline(transaction=False) as pipe:
+            pipe.hgetall(spendstore.period_key(namespace, name, "day", now))
+            pipe.hgetall(spendstore.period_key(namespace, name, "month", now))
+            day, month = await pipe.execute()
+    return day, month
 
 
 @kopf.on.event(GROUP, VERSION, "agentbudgets")

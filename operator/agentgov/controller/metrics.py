@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -28,5 +28,23 @@ CHILD_WRITES = Counter(
     "agentgov_operator_child_writes",
     "Children created, updated or deleted, by kind and change.",
     ["kind", "change"],
+    registry=REGISTRY,
+)
+SPEND_STORE_READS = Counter(
+    "agentgov_operator_spend_store_reads",
+    "Reads of AgentBudget spend from the spend store, by outcome (ok, unreachable).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+BUDGET_ALERTS = Counter(
+    "agentgov_operator_budget_alerts",
+    "AgentBudget alerts announced (one Event each), by reason (BudgetThresholdReached, BudgetExceeded).",
+    ["reason"],
+    registry=REGISTRY,
+)
+WATCHES = Gauge(
+    "agentgov_operator_watches",
+    "The operator's watch streams, by state (ok, dead, stalled), as the liveness endpoint judges them.",
+    ["state"],
     registry=REGISTRY,
 )

@@ -3,11 +3,17 @@
 ``agentgov operator`` calls ``run``. Several replicas may run: without ``--standalone`` kopf
 peering (the ``KopfPeering``/``ClusterKopfPeering`` resources, installed with the chart) lets
 one replica act while the others wait, so no work is done twice.
+
+The liveness endpoint (``--liveness``) is agentgov's own, not kopf's: it fails (503, JSON
+naming the watch) when one of the operator's watch streams has died or stalled, which kopf's
+endpoint does not notice (see ``liveness``). It is served from the operator's event loop, so a
+blocked loop fails the probe too (by timing out).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -15,37 +21,52 @@ from collections.abc import Sequence
 import kopf
 from prometheus_client import start_http_server
 
-from agentgov.controller import handlers, metrics
+from agentgov.controller import handlers, liveness, metrics
 from agentgov.controller.config import OperatorConfig
 
 
 class _QuietTimerTicks(logging.Filter):
-    """Drop kopf's per-tick success line of the resync timer (one per agent every few seconds)."""
+    """Drop kopf's per-tick success lines of the timers (one per object every few seconds)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Timer 'agent_resync' succeeded")
+        message = str(record.msg)
+        return not (message.startswith("Timer 'agent_resync' succeeded")
+                    or message.startswith("Timer 'budget_status_timer' succeeded"))
 
 
 def run(
     namespaces: Sequence[str],
     standalone: bool,
     peering: str | None,
-    liveness: str | None,
+    liveness_endpoint: str | None,
     metrics_port: int | None,
 ) -> None:
     """``namespaces`` from the command line win over ``AGENTGOV_NAMESPACES``; none means all."""
     assert handlers.GROUP  # the import registers the handlers with kopf
-    namespaces = list(namespaces) or list(OperatorConfig.from_env(os.environ).namespaces)
+    try:  # bad settings stop here, with the message, before anything starts
+        config = OperatorConfig.from_env(os.environ)
+        if liveness_endpoint:
+            liveness.parse_endpoint(liveness_endpoint)
+    except ValueError as error:
+        raise SystemExit(f"agentgov operator: {error}") from None
+    namespaces = list(namespaces) or list(config.namespaces)
     kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)  # timestamps and object names on stderr
     logging.getLogger("kopf.objects").addFilter(_QuietTimerTicks())
     if metrics_port:
         start_http_server(metrics_port, registry=metrics.REGISTRY)
-    asyncio.run(
-        kopf.operator(
+    asyncio.run(_operate(config, namespaces, standalone, peering, liveness_endpoint))
+
+
+async def _operate(config: OperatorConfig, namespaces: Sequence[str], standalone: bool, peering: str | None,
+                   liveness_endpoint: str | None) -> None:
+    vitals = liveness.WatchVitals(config.stalled_watch_seconds)
+    async with contextlib.AsyncExitStack() as stack:
+        if liveness_endpoint:
+            await stack.enter_async_context(liveness.serve(liveness_endpoint, vitals))
+        await kopf.operator(
             clusterwide=not namespaces,
             namespaces=list(namespaces),
             standalone=standalone,
             peering_name=peering,
-            liveness_endpoint=liveness,
+            memo=kopf.Memo({handlers.MEMO_VITALS: vitals}),
         )
-    )

@@ -5,7 +5,9 @@ and ``Stalled`` conditions. The rules kept here: ``Ready`` is always present; ``
 and ``Stalled`` are present only while True and never both; ``Ready`` is False whenever either
 is, or when ``observedGeneration`` lags ``generation``; every condition has a CamelCase
 reason and a message; ``lastTransitionTime`` changes only when the status flips.
-Pure: the clock is passed in.
+Other condition types (an AgentBudget's ``Warning``, ``Exceeded``, ``SpendStoreAvailable``) sit
+beside them and never decide ``Ready``; the checker also holds a budget's figures and its
+``Exceeded`` condition to agree. Pure: the clock is passed in.
 """
 
 from __future__ import annotations
@@ -121,4 +123,23 @@ def status_violations(obj: Mapping[str, Any]) -> list[str]:
         problems.append(f"Ready is True but observedGeneration {observed} < generation {generation}")
     if observed is not None and generation is not None and observed > generation:
         problems.append(f"observedGeneration {observed} > generation {generation}")
+    return problems + _budget_violations(status, by_type)
+
+
+def _budget_violations(status: Mapping[str, Any], by_type: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """An AgentBudget's spend figures against its Warning/Exceeded conditions."""
+    problems: list[str] = []
+    exceeded = by_type.get("Exceeded", {}).get("status")
+    warning = by_type.get("Warning", {}).get("status")
+    if exceeded == "True" and warning != "True":
+        problems.append(f"Exceeded is True while Warning is {warning}")
+    percent = status.get("percentUsed")
+    if isinstance(percent, int) and exceeded is not None and (percent >= 100) != (exceeded == "True"):
+        problems.append(f"percentUsed {percent} disagrees with Exceeded={exceeded}")
+    for field in ("spentTodayUsd", "spentThisMonthUsd", "remainingTodayUsd", "remainingThisMonthUsd"):
+        value = status.get(field)
+        if isinstance(value, (int, float)) and value < 0:
+            problems.append(f"{field} is negative ({value})")
+    if (exceeded is not None or warning is not None) and "percentUsed" not in status:
+        problems.append("Warning/Exceeded conditions without the spend figures they judge")
     return problems

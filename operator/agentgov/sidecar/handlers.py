@@ -238,8 +238,23 @@ async def health_handler(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def upstreams_report(app: AppState, snapshot: PolicySnapshot) -> list[dict[str, object]]:
+    """Each model route: its endpoint, whether its credential is mounted (``none`` when it needs
+    none), its breaker state. Never the credential."""
+    out: list[dict[str, object]] = []
+    for route in snapshot.bundle.models:
+        file = route.credentials_file
+        credentials = "none" if file is None else ("mounted" if snapshot.secret(file) else "missing")
+        breaker = app.breakers.find("model", route.name)
+        out.append({"route": route.name, "endpoint": snapshot.redactor.text(route.endpoint),
+                    "credentials": credentials, "breaker": breaker.state if breaker else "closed"})
+    return out
+
+
 async def ready_handler(request: web.Request) -> web.Response:
-    """Readiness: a valid bundle is in force and the audit log is writable."""
+    """Readiness: a valid bundle is in force, the audit log is writable and every model route
+    has its credential mounted. Breakers, Redis and the budget store are reported, not
+    required (they degrade: fallbacks, cache misses, failure policies)."""
     app = state(request)
     snapshot = app.policy.current
     error = app.policy.error
@@ -258,9 +273,14 @@ async def ready_handler(request: web.Request) -> web.Response:
              "path": str(app.audit.path)}
     jwks = [{"url": c.url, "keys": len(c.cached) if c.cached is not None else None, "error": c.last_error}
             for c in app.jwks.all()]
-    ready = snapshot is not None and app.audit.healthy
-    return web.json_response({"ready": ready, "bundle": bundle, "audit": audit, "jwks": jwks},
-                             status=200 if ready else 503)
+    upstreams = upstreams_report(app, snapshot) if snapshot is not None else []
+    configured = all(u["credentials"] != "missing" for u in upstreams)
+    ready = snapshot is not None and app.audit.healthy and configured
+    return web.json_response({
+        "ready": ready, "bundle": bundle, "audit": audit, "jwks": jwks, "upstreams": upstreams,
+        "upstreamsConfigured": configured, "breakers": app.breakers.snapshot(), "redis": app.redis.report(),
+        "budgets": app.budgets.health(),
+    }, status=200 if ready else 503)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

@@ -13,22 +13,45 @@ the status cannot change any more: a failure then closes the client connection w
 final chunk, so the caller sees a truncated body rather than a complete-looking one. When the
 caller goes away (the server cancels the handler) the upstream request is closed, which the
 agent sees as a disconnect.
+
+The same forwarder serves tool calls on the egress port: ``errors=`` gives the error classes
+for that kind of upstream (``upstream_unavailable``, ``upstream_bad_response``,
+``upstream_timeout`` for a tool), and ``passes=`` lets a caller that has a fallback refuse a
+status before anything is sent back (the response is discarded, ``result.status`` says which
+status it was, and the ``bad_response`` error is raised).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from agentgov.sidecar.errors import AgentBadResponse, AgentTimeout, AgentUnavailable, BodyTooLarge
+from agentgov.sidecar.errors import (
+    AgentBadResponse, AgentTimeout, AgentUnavailable, BodyTooLarge, SidecarError, UpstreamBadResponse,
+    UpstreamTimeout, UpstreamUnavailable,
+)
 from agentgov.sidecar.headers import Headers, response_headers_for_client
 
 CHUNK_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class UpstreamErrors:
+    """What ``forward`` raises for one kind of upstream, and how it names it in messages."""
+
+    name: str
+    unavailable: Callable[[], SidecarError]
+    bad_response: Callable[[], SidecarError]
+    timeout: Callable[[str], SidecarError]
+
+
+AGENT_ERRORS = UpstreamErrors("the agent", AgentUnavailable, AgentBadResponse, AgentTimeout)
+TOOL_ERRORS = UpstreamErrors("the tool", UpstreamUnavailable, UpstreamBadResponse, UpstreamTimeout)
 
 
 @dataclass
@@ -40,6 +63,8 @@ class ProxyResult:
     bytes_out: int = 0
     # Set when the response had started and then failed (agent or caller went away).
     aborted: str | None = None
+    # True when that failure was the upstream's (not the caller going away).
+    upstream_failed: bool = False
 
 
 class _Body:
@@ -70,6 +95,8 @@ async def forward(
     timeout_seconds: float,
     extra_response_headers: Sequence[tuple[str, str]] = (),
     result: ProxyResult | None = None,
+    errors: UpstreamErrors = AGENT_ERRORS,
+    passes: Callable[[int], bool] | None = None,
 ) -> web.StreamResponse:
     """Send ``request`` to ``target`` and stream the answer back; SidecarError before it starts."""
     result = result if result is not None else ProxyResult()
@@ -89,13 +116,18 @@ async def forward(
     except BodyTooLarge:
         raise
     except TimeoutError:
-        raise AgentTimeout(f"the agent did not answer within {timeout_seconds:g} seconds") from None
+        raise errors.timeout(f"{errors.name} did not answer within {timeout_seconds:g} seconds") from None
     except aiohttp.ClientConnectorError:
-        raise AgentUnavailable() from None
+        raise errors.unavailable() from None
     except aiohttp.ClientError:
         if body is not None and body.too_large:
             raise BodyTooLarge(f"the request body is over the limit of {max_body_bytes} bytes") from None
-        raise AgentBadResponse() from None
+        raise errors.bad_response() from None
+
+    if passes is not None and not passes(upstream.status):
+        result.status = upstream.status
+        upstream.close()
+        raise errors.bad_response()
 
     try:
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
@@ -117,7 +149,8 @@ async def forward(
                 result.bytes_out += len(chunk)
         except (aiohttp.ClientError, TimeoutError) as e:
             # The agent failed mid-response: make the truncation visible to the caller.
-            result.aborted = f"the agent failed mid-response ({type(e).__name__})"
+            result.aborted = f"{errors.name} failed mid-response ({type(e).__name__})"
+            result.upstream_failed = True
             if request.transport is not None:
                 request.transport.close()
         if result.aborted is None:

@@ -93,6 +93,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text) if text.isdigit() else -1
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{text!r} is not a port (0-65535; 0 picks a free one)")
+    return value
+
+
 def _fsync(text: str) -> FsyncPolicy:
     policies = get_args(FsyncPolicy)
     if text not in policies:
@@ -122,6 +129,7 @@ _ENV_FIELDS: Final[dict[str, tuple[str, Callable[[str], object]]]] = {
     "AGENTGOV_TOKEN_MAX_TTL_SECONDS": ("token_max_ttl_seconds", _positive_int),
     "AGENTGOV_REDIS_URL": ("redis_url", _redis_url),
     "AGENTGOV_REDIS_TIMEOUT_SECONDS": ("redis_timeout_seconds", _positive_number),
+    "AGENTGOV_EGRESS_PORT": ("egress_port", _port),
 }
 ENV_VARIABLES: Final[tuple[str, ...]] = tuple(_ENV_FIELDS)
 
