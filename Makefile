@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv crds check-crds clean help bench
+.PHONY: demo test venv crds check-crds clean help bench bench-sidecar
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,10 +32,16 @@ check-crds: venv  ## fail if crds/ is out of date
 	$(BIN)/agentgov crds generate --check
 
 BENCH_ARGS ?= --sizes 10,100,1000
+BENCH_SIDECAR_ARGS ?=
 
-bench: venv  ## measure how the operator scales (benchmarks/results/operator_scale.*)
+bench: venv  ## run both benchmarks: operator scale, sidecar latency (benchmarks/results/)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/operator_scale.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/sidecar_latency.py $(BENCH_SIDECAR_ARGS)
+
+bench-sidecar: venv  ## the sidecar's added latency and throughput (benchmarks/results/sidecar_latency.*)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/sidecar_latency.py $(BENCH_SIDECAR_ARGS)
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache

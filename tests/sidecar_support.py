@@ -290,6 +290,8 @@ class Sidecar:
     session: aiohttp.ClientSession
     # The egress port's base URL (models and tools for the agent): http://127.0.0.1:<port>.
     egress_url: str = ''
+    # Clients made by ``openai_client`` for this sidecar, closed with it.
+    clients: list[Any] = field(default_factory=list)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Mapping[str, str]]:
         async with self.session.request(method, self.url + path, **kwargs) as response:
@@ -449,8 +451,10 @@ def openai_client(sidecar: Sidecar, execution: str | None, **headers: str) -> An
 
     default_headers = {'X-Agentgov-Execution-Id': execution} if execution else {}
     default_headers.update(headers)
-    return openai.AsyncOpenAI(base_url=f'{sidecar.egress_url}/v1', api_key='agent-side-unused-key',
-                              default_headers=default_headers, max_retries=0, timeout=30)
+    client = openai.AsyncOpenAI(base_url=f'{sidecar.egress_url}/v1', api_key='agent-side-unused-key',
+                                default_headers=default_headers, max_retries=0, timeout=30)
+    sidecar.clients.append(client)
+    return client
 
 
 @asynccontextmanager
@@ -464,7 +468,11 @@ async def egress_sidecar(tmp_path: Path, bundle: PolicyBundle, *, model_key: str
         if model_key is not None:
             write_secret(settings.secrets_dir, MODEL_KEY_FILE, model_key)
         async with sidecar_for(tmp_path, bundle, **overrides) as sidecar:
-            yield sidecar, agent
+            try:
+                yield sidecar, agent
+            finally:
+                for client in sidecar.clients:
+                    await client.close()
 
 
 async def audit_records(sidecar: Sidecar, event_type: str, count: int = 1) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ async def test_demo_runs_every_step_as_expected(tmp_path: Path) -> None:
     assert code == 0, text
     assert 'UNEXPECTED' not in text
     assert 'IN-MEMORY (demo only' in text, 'the in-memory store must be labelled'
-    for expected in ('missing_token', 'permission_denied', 'tool_not_allowed', 'cache=hit', 'budget_exceeded',
+    for expected in ('missing_token', 'permission_denied', 'lacks permission tool:write', 'cache=hit', 'budget_exceeded',
                      'region=onprem-frankfurt', 'Every step went as expected.'):
         assert expected in text, f'{expected!r} missing from the demo output:\n{text}'
 

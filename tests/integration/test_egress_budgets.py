@@ -30,6 +30,9 @@ from sidecar_support import (
 ALICE = bearer(sign(claims(user='alice', role='analyst')))
 BOB = bearer(sign(claims(user='bob', role='analyst')))
 NAMESPACE = 'research'
+# These tests are about what the budget decides, not about a slow Redis: a generous command
+# timeout keeps a loaded test machine from turning a slow answer into "store unreachable".
+PATIENT = 2.0
 # One USD per 1,000 tokens each way: a call of ~20 tokens costs ~2 cents, easy to reason about.
 PRICE = Price(input_per_1k=1.0, output_per_1k=1.0)
 
@@ -72,7 +75,7 @@ async def day_spend(url: str, budget_name: str, user: str) -> spendstore.Subject
 async def test_a_call_over_budget_is_a_429_that_names_the_budget(tmp_path: Path, redis_url: str) -> None:
     async with serving_model() as model, \
             egress_sidecar(tmp_path, bundle_for(model, [budget('team-daily', daily=0.05)]),
-                           redis_url=redis_url) as (sidecar, _):
+                           redis_url=redis_url, redis_timeout_seconds=PATIENT) as (sidecar, _):
         client = openai_client(sidecar, await execution_id(sidecar, ALICE))
         answers = [await call(client, ask(i)) for i in range(4)]
         with pytest.raises(openai.RateLimitError) as refused:
@@ -101,7 +104,8 @@ async def test_a_call_over_budget_is_a_429_that_names_the_budget(tmp_path: Path,
 async def test_each_alert_threshold_is_raised_once_per_period(tmp_path: Path, redis_url: str) -> None:
     soft = budget('soft-daily', daily=0.1, enforcement='Soft')
     async with serving_model() as model, \
-            egress_sidecar(tmp_path, bundle_for(model, [soft]), redis_url=redis_url) as (sidecar, _):
+            egress_sidecar(tmp_path, bundle_for(model, [soft]), redis_url=redis_url,
+                           redis_timeout_seconds=PATIENT) as (sidecar, _):
         client = openai_client(sidecar, await execution_id(sidecar, ALICE))
         answers = [await call(client, ask(i)) for i in range(8)]
         alerts = await audit_records(sidecar, 'budget_alert', 3)
@@ -122,7 +126,7 @@ async def test_64_concurrent_calls_never_commit_more_than_the_limit(tmp_path: Pa
     limit = 0.25
     async with serving_model(ModelConfig(latency_ms=30)) as model, \
             egress_sidecar(tmp_path, bundle_for(model, [budget('race', daily=limit)]),
-                           redis_url=redis_url) as (sidecar, _):
+                           redis_url=redis_url, redis_timeout_seconds=PATIENT) as (sidecar, _):
         client = openai_client(sidecar, await execution_id(sidecar, ALICE))
         answers = await asyncio.gather(*(call(client, ask(i)) for i in range(64)))
         spent = await day_spend(redis_url, 'race', 'alice')

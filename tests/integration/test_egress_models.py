@@ -20,8 +20,9 @@ from agentgov.demo.model import ModelConfig, StandInModel, serving_model
 from harness.waiting import async_wait_for
 from sidecar_support import (
     MODEL_KEY, MODEL_KEY_FILE, audit_records, bearer, claims, egress_sidecar, execution_id, make_bundle, model_route, openai_client,
-    metric_value, raw_http, sign, with_egress, write_secret,
+    metric_value, raw_http, sign, with_egress, write_bundle, write_secret,
 )
+from agentgov.sidecar.context import POLICY
 from agentgov.sidecar.metrics import user_hash
 
 ALICE = bearer(sign(claims(user='alice', role='analyst', team='research')))
@@ -371,3 +372,19 @@ async def test_header_injection_attempts_are_refused_by_the_parser_or_named_prec
     statuses = {name: status for name, (status, _) in outcomes.items()}
     assert all(status == 400 for status in statuses.values()), statuses
     assert model.model_calls() == 0
+
+
+async def test_a_route_added_by_a_bundle_reload_is_served_without_a_restart(tmp_path: Path) -> None:
+    async with serving_model() as model, egress_sidecar(tmp_path, bundle_for(model)) as (sidecar, _):
+        client = openai_client(sidecar, await execution_id(sidecar, ALICE))
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.create(model='smart', messages=HELLO)
+        current = sidecar.app[POLICY].require().bundle
+        write_bundle(sidecar.settings.bundle_path, with_egress(current, [
+            *current.models, model_route('smart', model.url, upstream_model='gpt-4o')]))
+        await async_wait_for(lambda: sidecar.egress('GET', '/v1/models'),
+                             lambda r: [m['id'] for m in r[1]['data']] == ['fast', 'smart'], what='the new route')
+        completion = await client.chat.completions.create(model='smart', messages=HELLO)
+        _, ready = await sidecar.ready()
+    assert completion.choices[0].message.content.startswith('[standin/gpt-4o#')
+    assert {b['name'] for b in ready['breakers']} == {'fast', 'smart'}

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from harness.apiserver import ApiServer
 from harness.builtin_schemas import validate_builtin
+from harness.redis import free_port
 from harness.waiting import wait_for
 
 from agentgov.controller.status import status_violations
@@ -153,7 +154,10 @@ class OperatorProcess:
 @contextlib.contextmanager
 def operator_process(log: pathlib.Path, *args: str, **env: str) -> Iterator[OperatorProcess]:
     """Run ``agentgov operator --standalone ARGS`` with ``env`` on top of this process's environment
-    (the kubeconfig fixture's KUBECONFIG included); stopped with SIGTERM (SIGKILL after 20 s)."""
+    (the kubeconfig fixture's KUBECONFIG included); stopped with SIGTERM (SIGKILL after 20 s).
+    Its liveness endpoint gets a free port unless ``args`` give one."""
+    if "--liveness" not in args:
+        args = ("--liveness", f"http://127.0.0.1:{free_port()}/healthz", *args)
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "agentgov.cli", "operator", "--standalone", "--metrics-port", "0", *args],

@@ -98,9 +98,12 @@ def test_liveness_fails_while_a_watch_is_not_answered_and_recovers_when_it_is(
         (["--liveness", "http://0.0.0.0:99999/healthz"], {}, "liveness endpoint 'http://0.0.0.0:99999/healthz': the port is not a number 1-65535"),
         ([], {"AGENTGOV_REDIS_URL": "http://user:canary-secret@redis:6379"}, "AGENTGOV_REDIS_URL: expected a redis://"),
         ([], {"AGENTGOV_WATCH_TIMEOUT_SECONDS": "soon"}, "AGENTGOV_WATCH_TIMEOUT_SECONDS: expected a number of seconds"),
+        (["--liveness", "http://192.0.2.1:8080/healthz"], {"KUBECONFIG": "/nonexistent"},
+         "cannot serve liveness at http://192.0.2.1:8080/healthz: "),
     ],
     ids=["a liveness URL that is not http", "a liveness port out of range", "a spend store URL that is not Redis",
-         "a watch timeout that is not a number"],
+         "a watch timeout that is not a number",
+         "a liveness address that is not this host's"],
 )
 def test_bad_settings_stop_the_operator_with_a_message_before_it_starts(
     args: list[str], env: dict[str, str], expected: str

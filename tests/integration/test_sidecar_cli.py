@@ -31,7 +31,8 @@ def test_the_sidecar_command_serves_audits_and_stops_on_sigterm(tmp_path: Path) 
     write_bundle(bundle_path, make_bundle(agent_port=free_port()))
     write_secret(tmp_path / 'secrets', KEY_FILE, HMAC_SECRET)
     port = free_port()
-    env = {**os.environ, 'AGENTGOV_AUDIT_LOG': str(tmp_path / 'audit.jsonl'), 'AGENTGOV_AUDIT_FSYNC': 'interval'}
+    env = {**os.environ, 'AGENTGOV_AUDIT_LOG': str(tmp_path / 'audit.jsonl'), 'AGENTGOV_AUDIT_FSYNC': 'interval',
+           'AGENTGOV_EGRESS_PORT': '0'}
     process = subprocess.Popen(
         [str(AGENTGOV), 'sidecar', '--bundle', str(bundle_path), '--secrets-dir', str(tmp_path / 'secrets'),
          '--host', '127.0.0.1', '--port', str(port)],
@@ -52,6 +53,9 @@ def test_the_sidecar_command_serves_audits_and_stops_on_sigterm(tmp_path: Path) 
             process.communicate()
     assert process.returncode == 0, stderr
     assert 'agentgov sidecar listening on 127.0.0.1' in stderr and 'stopping' in stderr
+    # Structured logs by default: every line is one JSON object.
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert all({'time', 'level', 'logger', 'message'} <= set(line) for line in lines)
     assert HMAC_SECRET.decode() not in stderr
     records = [json.loads(line) for line in (tmp_path / 'audit.jsonl').read_text().splitlines()]
     assert {'policy_reload', 'secret_access', 'authentication', 'agent_execution'} <= {r['event_type'] for r in records}
@@ -63,3 +67,10 @@ def test_a_bad_setting_stops_the_sidecar_command_with_one_line(tmp_path: Path) -
                             timeout=30)
     assert result.returncode == 1
     assert result.stderr.strip() == "error: AGENTGOV_AUDIT_FSYNC: 'sometimes' is not one of always, interval, never"
+
+
+def test_an_unknown_log_format_stops_the_sidecar_command_naming_the_variable(tmp_path: Path) -> None:
+    result = subprocess.run([str(AGENTGOV), 'sidecar', '--bundle', str(tmp_path / 'b.json')],
+                            env={**os.environ, 'AGENTGOV_LOG_FORMAT': 'xml'}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: AGENTGOV_LOG_FORMAT: 'xml' is not one of json, text"

@@ -330,3 +330,18 @@ def test_every_key_a_budget_script_touches_shares_one_cluster_hash_tag() -> None
             spendstore.settled_key('research', 'team-budget', 'h')]
     tags = {key[key.index('{'):key.index('}') + 1] for key in keys}
     assert tags == {'{research/team-budget}'}
+
+
+# --- which name a call is priced by ---------------------------------------------------------
+
+def test_a_call_is_priced_by_the_requested_name_when_something_prices_it() -> None:
+    alias = budget('aliased', pricing={'fast': Price(input_per_1k=1, output_per_1k=2)})
+    assert budgets.priced_model(bundle_with(alias), 'fast', 'gpt-4o-mini') == 'fast'
+
+
+def test_a_requested_name_the_shipped_list_prices_is_kept() -> None:
+    assert budgets.priced_model(bundle_with(budget()), 'gpt-4o', 'gpt-4o-2024-08-06') == 'gpt-4o'
+
+
+def test_an_unpriced_alias_falls_back_to_the_upstream_model() -> None:
+    assert budgets.priced_model(bundle_with(budget()), 'fast', 'gpt-4o-mini') == 'gpt-4o-mini'

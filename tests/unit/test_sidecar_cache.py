@@ -38,7 +38,17 @@ def digest(body: dict[str, Any] = BODY, **tenant: Any) -> str:
 def test_the_digest_format_is_pinned() -> None:
     """Replicas of different versions share L2: changing the digest is a format change
     (bump DIGEST_DOMAIN), never an accident."""
-    assert digest() == '2b2609538dedca39aa7401414742c7b94a8206ccc9141d30af31d0f7a70638a6'
+    assert digest() == 'ddcee1d52e8c87a0e2cfc809cd5dfb720bc8ba6e4eb0d2ccf39e15b009dc99d7'
+
+
+def test_the_partition_separates_answers() -> None:
+    """Data classes and the upstream model the route points at key the answer too."""
+    plain = digest()
+    internal = request_digest(BODY, **TENANT, partition=('gpt-4o-mini', 'internal'))
+    pii = request_digest(BODY, **TENANT, partition=('gpt-4o-mini', 'pii'))
+    moved = request_digest(BODY, **TENANT, partition=('gpt-4o', 'internal'))
+    assert len({plain, internal, pii, moved}) == 4
+    assert internal == request_digest(BODY, **TENANT, partition=('gpt-4o-mini', 'internal'))
 
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),

@@ -104,7 +104,7 @@ def test_tool_calls_are_assembled_from_their_fragments() -> None:
     assert assembled is not None
     call = assembled['choices'][0]['message']['tool_calls'][0]
     assert call['function']['name'] == 'lookup' and json.loads(call['function']['arguments']) == {
-        'query': 'said: hello there'}
+        'query': 'hello there'}
     assert assembled['choices'][0]['finish_reason'] == 'tool_calls'
 
 

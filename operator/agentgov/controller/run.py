@@ -62,7 +62,11 @@ async def _operate(config: OperatorConfig, namespaces: Sequence[str], standalone
     vitals = liveness.WatchVitals(config.stalled_watch_seconds)
     async with contextlib.AsyncExitStack() as stack:
         if liveness_endpoint:
-            await stack.enter_async_context(liveness.serve(liveness_endpoint, vitals))
+            try:
+                await stack.enter_async_context(liveness.serve(liveness_endpoint, vitals))
+            except OSError as error:  # the port is taken, or the address is not this host's
+                raise SystemExit(f"agentgov operator: cannot serve liveness at {liveness_endpoint}: "
+                                 f"{error.strerror or error}") from None
         await kopf.operator(
             clusterwide=not namespaces,
             namespaces=list(namespaces),

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -150,3 +151,23 @@ def create_agent_app(config: AgentConfig) -> web.Application:
     app.router.add_post("/run", run_handler)
     app.router.add_get("/healthz", health_handler)
     return app
+
+
+def main(environ: Mapping[str, str] = os.environ) -> int:
+    """``python -m agentgov.demo.agent`` (the example agent's image): serve on $HOST:$PORT,
+    127.0.0.1:8000 by default (only the sidecar in the same pod should reach the agent)."""
+    try:
+        config = AgentConfig.from_env(environ)
+        text = environ.get("PORT", "8000")
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise ValueError(f"PORT {text!r} is not a port (1-65535)")
+        port = int(text)
+    except ValueError as bad:
+        print(f"example agent: {bad}", file=sys.stderr)
+        return 2
+    web.run_app(create_agent_app(config), host=environ.get("HOST", "127.0.0.1"), port=port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -65,6 +65,7 @@ from agentgov.sidecar.handlers import (
     agent_handler, health_handler, metrics_handler, mint_token_handler, ready_handler,
 )
 from agentgov.sidecar.authz import TOKENS_PATH
+from agentgov.sidecar.logs import request_scope
 from agentgov.sidecar.jwks import JwksClient, JwksClients
 from agentgov.sidecar.metrics import Metrics
 from agentgov.sidecar.redact import Redactor
@@ -103,27 +104,28 @@ def error_middleware_for(default_route: str) -> Middleware:
         route = request.match_info.route.name or default_route
         status = 500
         app = main_app(request.app)
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except SidecarError as e:
-            status = e.status
-            return error_response(e)
-        except web.HTTPException as e:
-            status = e.status
-            mapped: SidecarError = NotFound() if e.status == 404 else (
-                MethodNotAllowed() if e.status == 405 else InternalError())
-            return error_response(mapped)
-        except Exception as e:
-            text = "".join(traceback.format_exception(e))
-            redactor = app[POLICY].redactor
-            log.error("unhandled error on %s %s: %s", request.method, redactor.text(request.path), redactor.text(text))
-            return error_response(InternalError())
-        finally:
-            metrics = app[METRICS]
-            metrics.requests.labels(route=route, status=f"{status // 100}xx").inc()
-            metrics.request_seconds.labels(route=route).observe(time.monotonic() - started)
+        with request_scope():  # log lines of this request carry its ids
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except SidecarError as e:
+                status = e.status
+                return error_response(e)
+            except web.HTTPException as e:
+                status = e.status
+                mapped: SidecarError = NotFound() if e.status == 404 else (
+                    MethodNotAllowed() if e.status == 405 else InternalError())
+                return error_response(mapped)
+            except Exception as e:
+                text = "".join(traceback.format_exception(e))
+                redactor = app[POLICY].redactor
+                log.error("unhandled error on %s %s: %s", request.method, redactor.text(request.path), redactor.text(text))
+                return error_response(InternalError())
+            finally:
+                metrics = app[METRICS]
+                metrics.requests.labels(route=route, status=f"{status // 100}xx").inc()
+                metrics.request_seconds.labels(route=route).observe(time.monotonic() - started)
 
     return middleware
 

@@ -331,6 +331,16 @@ def plan_reservation(bundle: PolicyBundle, identity: Identity, model: str, body:
     return Reservation(tuple(lines), prompt, output)
 
 
+def priced_model(bundle: PolicyBundle, requested: str, upstream: str) -> str:
+    """The model name a call is priced (and reported) by: the name the agent asked for when a
+    budget or the shipped list prices it (AgentBudget prices are keyed by requested names, so a
+    route alias like ``fast`` can carry its own price), else the upstream model's name."""
+    if requested == upstream:
+        return requested
+    lists = [budget.pricing for budget in bundle.budgets] + [shipped_pricing()]
+    return requested if any(price_of(requested, pricing) is not None for pricing in lists) else upstream
+
+
 def usage_price(bundle: PolicyBundle | None, model: str) -> Price | None:
     """The price usage reports use: the first budget's that names the model, else the shipped one."""
     for budget in bundle.budgets if bundle else ():

@@ -40,7 +40,7 @@ import math
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -56,7 +56,7 @@ from agentgov.sidecar.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-DIGEST_DOMAIN: Final = "agentgov.io/cache/v1"
+DIGEST_DOMAIN: Final = "agentgov.io/cache/v2"
 # Keys of a chat/embeddings body that cannot change the answer (how it is delivered, or who
 # the provider should attribute abuse to).
 IGNORED_KEYS: Final = frozenset({"stream", "stream_options", "user"})
@@ -85,16 +85,20 @@ def _canonical_number(value: object) -> object:
     return value
 
 
-def request_digest(body: Mapping[str, object], *, namespace: str, agent: str, user: str | None) -> str:
+def request_digest(body: Mapping[str, object], *, namespace: str, agent: str, user: str | None,
+                   partition: Sequence[str] = ()) -> str:
     """Hex sha256 of the tenant and the request parameters that can change the answer.
 
-    ``user`` is None when answers are shared across the agent's users. Key order in ``body``
-    does not matter. Raises ValueError for a body that is not plain JSON (NaN, non-string keys,
+    ``user`` is None when answers are shared across the agent's users. ``partition`` separates
+    answers further by what the sidecar decided about the request: its data classes (an answer
+    made for ``internal`` data never serves a ``pii`` request, nor the reverse) and the
+    upstream model the route points at (a reload that re-points a route starts afresh). Key
+    order in ``body`` does not matter. Raises ValueError for a body that is not plain JSON (NaN, non-string keys,
     nesting deeper than the JSON encoder allows): such a request is not cacheable.
     """
     params = {key: _canonical_number(value) for key, value in body.items() if key not in IGNORED_KEYS}
     try:
-        text = json.dumps([DIGEST_DOMAIN, namespace, agent, user, params], sort_keys=True,
+        text = json.dumps([DIGEST_DOMAIN, namespace, agent, user, list(partition), params], sort_keys=True,
                           separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as e:
         raise ValueError(f"the request body has no canonical JSON form: {type(e).__name__}") from None
@@ -144,14 +148,15 @@ class CachePlan:
     key: CacheKey | None = None
 
 
-def cache_plan(body: Mapping[str, object], policy: Cache, *, namespace: str, agent: str, user: str) -> CachePlan:
+def cache_plan(body: Mapping[str, object], policy: Cache, *, namespace: str, agent: str, user: str,
+               partition: Sequence[str] = ()) -> CachePlan:
     """Decide and key a request in one step (the user is left out when the policy shares)."""
     cacheable, reason = cache_decision(body, policy)
     if not cacheable:
         return CachePlan(False, reason)
     tenant_user = None if policy.share_across_users else user
     try:
-        digest = request_digest(body, namespace=namespace, agent=agent, user=tenant_user)
+        digest = request_digest(body, namespace=namespace, agent=agent, user=tenant_user, partition=partition)
     except ValueError:
         return CachePlan(False, "not_canonical")
     return CachePlan(True, reason, CacheKey(namespace, agent, digest))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from agentgov.sidecar.errors import ConfigError
+from agentgov.sidecar.logs import LOG_FORMATS, LogFormat, formatter
 from agentgov.sidecar.redact import RedactingFilter
 
 
@@ -25,9 +26,9 @@ def _error(message: str, stream: TextIO | None) -> int:
     return 1
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", kind: LogFormat = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter(kind))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -47,7 +48,10 @@ def run_sidecar(*, bundle: str, secrets_dir: str | None, host: str | None, port:
         )
     except ConfigError as e:
         return _error(str(e), stderr)
-    configure_logging(environ.get("AGENTGOV_LOG_LEVEL", "INFO").upper())
+    kind = environ.get("AGENTGOV_LOG_FORMAT", "json").strip().lower()
+    if kind not in LOG_FORMATS:
+        return _error(f"AGENTGOV_LOG_FORMAT: {kind[:20]!r} is not one of {', '.join(LOG_FORMATS)}", stderr)
+    configure_logging(environ.get("AGENTGOV_LOG_LEVEL", "INFO").upper(), kind)
     asyncio.run(run(settings))
     return 0
 

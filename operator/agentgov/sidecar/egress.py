@@ -63,17 +63,18 @@ from agentgov.api.regionpolicy import Region
 from agentgov.api.toolpolicy import CircuitBreaker
 from agentgov.sidecar.audit import AuditEvent, Result
 from agentgov.sidecar.breaker import Breaker, BreakerKey, Permit
-from agentgov.sidecar.budgets import BudgetAlert
+from agentgov.sidecar.budgets import BudgetAlert, priced_model
 from agentgov.sidecar.bundle_loader import PolicySnapshot
 from agentgov.sidecar.cache import CachedAnswer, CacheHit, CachePlan, cache_plan
 from agentgov.sidecar.context import AGENT_SESSION, BREAKERS, MAIN_APP, AppState, state
 from agentgov.sidecar.errors import (
-    BadRequest, BodyTooLarge, BudgetExceeded, BudgetStoreUnavailable, CircuitOpen, ExecutionRequired, Forbidden,
+    BadRequest, BodyTooLarge, BudgetExceeded, BudgetStoreUnavailable, CircuitOpen,
     ModelNotFound, SidecarError,
 )
-from agentgov.sidecar.executions import Execution
+from agentgov.sidecar.executions import Execution, execution_for
 from agentgov.sidecar.handlers import RequestInfo, request_info
 from agentgov.sidecar.headers import EXECUTION_ID
+from agentgov.sidecar.logs import annotate
 from agentgov.sidecar.metrics import RequestStatus
 from agentgov.sidecar.ratelimit import RateLimiter
 from agentgov.sidecar.regions import (
@@ -85,7 +86,6 @@ from agentgov.sidecar.spend import Hold, Settlement
 from agentgov.sidecar.tool_egress import TOOL_RESOURCES, ToolResources, tool_handler
 from agentgov.sidecar.upstream import (
     Kind, Reply, StreamAssembler, Target, UpstreamFailure, agent_wants_usage, call, completion_to_sse, open_stream,
-    usage_of,
 )
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,12 @@ REGION_HEADER: Final = "X-Agentgov-Region"
 COST_HEADER: Final = "X-Agentgov-Cost-Usd"
 FALLBACK_HEADER: Final = "X-Agentgov-Fallback"
 MAX_MODEL_NAME: Final = 256
-MAX_EXECUTION_ID: Final = 128
 # Retries of one route's endpoint (regions get REGION_RETRIES), only where should_retry allows.
 ROUTE_RETRIES: Final = 2
 RETRY_BASE_SECONDS: Final = 0.05
 RETRY_CAP_SECONDS: Final = 1.0
-# Every region's breaker (a region serves every route, so no route's settings decide it).
+# A region's breaker when the region names none (a region serves every route, so no route's
+# settings decide it).
 REGION_BREAKER: Final = CircuitBreaker()
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9._:/@+-]{1,128}")
 # Requests that a policy refused (not failures of the sidecar or an upstream).
@@ -213,9 +213,13 @@ def route_timeout_seconds(bundle: PolicyBundle, route: BundleModelRoute) -> floa
 def wanted_breakers(bundle: PolicyBundle) -> dict[BreakerKey, CircuitBreaker]:
     """Every breaker the bundle calls for: models, regions and tools (kept across reloads)."""
     wanted: dict[BreakerKey, CircuitBreaker] = {("model", r.name): r.circuit_breaker for r in bundle.models}
-    wanted.update({("region", r.name): REGION_BREAKER for r in bundle.regions})
+    wanted.update({("region", r.name): region_breaker(r) for r in bundle.regions})
     wanted.update({("tool", t.name): t.circuit_breaker for t in bundle.tools})
     return wanted
+
+
+def region_breaker(region: Region) -> CircuitBreaker:
+    return region.circuit_breaker or REGION_BREAKER
 
 
 def models_list(bundle: PolicyBundle) -> dict[str, object]:
@@ -241,16 +245,10 @@ def usd(amount: float) -> str:
 
 
 def execution_of(request: web.Request, app: AppState) -> Execution:
-    values = request.headers.getall(EXECUTION_ID, [])
-    if not values:
-        raise ExecutionRequired()
-    if len(values) > 1:
-        raise BadRequest(f"send one {EXECUTION_ID} header")
-    value = values[0].strip()
-    execution = app.executions.get(value) if 0 < len(value) <= MAX_EXECUTION_ID else None
-    if execution is None:
-        raise Forbidden("unknown_execution", "the execution id was not issued by this sidecar or has expired")
-    return execution
+    found = execution_for(request.headers.getall(EXECUTION_ID, []), app.executions)
+    if isinstance(found, SidecarError):
+        raise found
+    return found
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -337,6 +335,7 @@ class ModelCall:
         self.snapshot = app.policy.require()
         bundle = self.bundle
         self.execution = execution_of(self.request, app)
+        annotate(execution_id=self.execution.id, request_id=self.info.request_id)
         identity = self.execution.identity
         self.body = parse_json_object(await read_body(self.request, bundle.sidecar.max_body_bytes))
         check_body(self.kind, self.body)
@@ -350,7 +349,7 @@ class ModelCall:
         plan = plan_route(bundle, self.data_classes, identity.region)
 
         planned = cache_plan(self.body, bundle.cache, namespace=bundle.agent.namespace, agent=bundle.agent.name,
-                             user=identity.user)
+                             user=identity.user, partition=(route.upstream_model, *self.data_classes))
         if planned.key is not None:
             hit = await app.cache.get(planned.key)
             self._count_cache(hit)
@@ -382,7 +381,8 @@ class ModelCall:
         outcome.input_tokens, outcome.output_tokens = answer.input_tokens, answer.output_tokens
         headers = {CACHE_HEADER: "hit", ROUTE_HEADER: route.name, COST_HEADER: usd(0.0)}
         assert self.execution is not None
-        await self.app.budgets.record_usage(self.bundle, self.execution.identity.user, answer.model,
+        await self.app.budgets.record_usage(self.bundle, self.execution.identity.user,
+                                            priced_model(self.bundle, route.name, route.upstream_model),
                                             answer.input_tokens, answer.output_tokens, cost_usd=0.0, cached=True)
         if self.stream:
             try:
@@ -428,7 +428,7 @@ class ModelCall:
         if region is None:
             return None
         tried.add(region.name)
-        breaker = app.breakers.get("region", region.name, REGION_BREAKER)
+        breaker = app.breakers.get("region", region.name, region_breaker(region))
         return (Target(route.name, str(region.endpoint), route.upstream_model, key, region_timeout_seconds(region),
                        region.name), breaker, region)
 
@@ -472,7 +472,8 @@ class ModelCall:
         app = self.app
         assert self.execution is not None
         try:
-            hold = await app.budgets.reserve(self.bundle, self.execution.identity, route.upstream_model, self.body)
+            hold = await app.budgets.reserve(self.bundle, self.execution.identity,
+                                             priced_model(self.bundle, route.name, route.upstream_model), self.body)
         except (BudgetExceeded, BudgetStoreUnavailable) as e:
             permit.release()
             self._budget_denied(e)
@@ -641,7 +642,8 @@ class ModelCall:
         outcome.input_tokens, outcome.output_tokens = input_tokens, output_tokens
         outcome.cost_usd, outcome.cost_estimated = settlement.cost_usd, settlement.estimated
         user = self.execution.identity.user
-        await app.budgets.record_usage(self.bundle, user, route.upstream_model, input_tokens, output_tokens,
+        await app.budgets.record_usage(self.bundle, user, priced_model(self.bundle, route.name, route.upstream_model),
+                                       input_tokens, output_tokens,
                                        cost_usd=settlement.cost_usd)
         for alert in settlement.alerts:
             emit_budget_alert(app, alert, user=user, execution_id=self.execution.id, request_id=self.info.request_id)
@@ -775,5 +777,5 @@ def create_egress_app(main: web.Application) -> web.Application:
     app.router.add_get("/v1/models", models_handler, name="egress_models")
     app.router.add_get("/v1/models/{model}", model_handler, name="egress_models_one")
     app.router.add_route("*", "/tools/{tool}", tool_handler, name="egress_tools_root")
-    app.router.add_route("*", "/tools/{tool}/{path:.*}", tool_handler, name="egress_tools")
+    app.router.add_route("*", r"/tools/{tool}/{path:[\s\S]*}", tool_handler, name="egress_tools")
     return app

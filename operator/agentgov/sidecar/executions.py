@@ -15,12 +15,15 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from agentgov.sidecar.auth import Identity
+from agentgov.sidecar.errors import BadRequest, ExecutionRequired, Forbidden, SidecarError
 
 EXECUTION_ID_PREFIX = "exe_"
+# Issued ids are ~28 characters; anything much longer was not issued here (not even looked up).
+MAX_EXECUTION_ID = 128
 
 
 def new_execution_id() -> str:
@@ -100,3 +103,18 @@ class ExecutionStore:
             self._entries.popitem(last=False)
             removed += 1
         return removed
+
+
+def execution_for(values: Sequence[str], store: ExecutionStore) -> Execution | SidecarError:
+    """The execution the egress request names in its ``X-Agentgov-Execution-Id`` header
+    (``values``: every copy of the header), or the error to answer: none sent (400), several
+    (400), or one this sidecar did not issue or that expired (403 ``unknown_execution``)."""
+    if not values:
+        return ExecutionRequired()
+    if len(values) > 1:
+        return BadRequest("send one X-Agentgov-Execution-Id header")
+    value = values[0].strip()
+    execution = store.get(value) if 0 < len(value) <= MAX_EXECUTION_ID else None
+    if execution is None:
+        return Forbidden("unknown_execution", "the execution id was not issued by this sidecar or has expired")
+    return execution

@@ -33,6 +33,7 @@ from agentgov.sidecar.errors import (
     MintingNotConfigured, NotFound, SidecarError,
 )
 from agentgov.sidecar.headers import EXECUTION_ID, REQUEST_ID, client_address, request_headers_for_agent
+from agentgov.sidecar.logs import annotate
 from agentgov.sidecar.metrics import CONTENT_TYPE
 from agentgov.sidecar.proxy import ProxyResult, forward
 from agentgov.sidecar.tokens import MintRequest, SigningKey, check_mint_request, mint
@@ -134,6 +135,7 @@ async def agent_handler(request: web.Request) -> web.StreamResponse:
 
     sidecar = snapshot.bundle.sidecar
     execution = app.executions.issue(identity, request_id=info.request_id)
+    annotate(request_id=info.request_id, execution_id=execution.id)
     app.metrics.executions_tracked.set(len(app.executions))
     app.audit.emit(info.event("agent_execution", "started", user=identity.user, execution_id=execution.id,
                               metadata={"role": identity.role}))

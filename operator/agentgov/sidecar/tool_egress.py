@@ -64,16 +64,17 @@ from agentgov.sidecar.bundle_loader import PolicySnapshot
 from agentgov.sidecar.breaker import Breakers
 from agentgov.sidecar.context import AppState
 from agentgov.sidecar.errors import (
-    AuditUnavailable, BadRequest, BodyTooLarge, CircuitOpen, ExecutionRequired, Forbidden, RateLimited,
+    AuditUnavailable, BadRequest, BodyTooLarge, CircuitOpen, Forbidden, RateLimited,
     SidecarError, ToolNotFound, UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable,
 )
-from agentgov.sidecar.executions import Execution
+from agentgov.sidecar.executions import Execution, execution_for
 from agentgov.sidecar.handlers import RequestInfo, request_info
 from agentgov.sidecar.headers import (
     ALWAYS_DROPPED, EXECUTION_ID, FORWARDING, HOP_BY_HOP, IDENTITY_PREFIX, REQUEST_ID, Headers,
     connection_tokens, identity_headers,
 )
 from agentgov.sidecar.keys import hmac_secret
+from agentgov.sidecar.logs import annotate
 from agentgov.sidecar.proxy import TOOL_ERRORS, ProxyResult, forward
 from agentgov.sidecar.ratelimit import WINDOW_SECONDS, Limited, RateLimiter
 
@@ -428,18 +429,6 @@ def _rate_limit(res: ToolResources, tool: BundleTool, identity: Identity) -> Rat
     return None
 
 
-def _execution(request: web.Request, app: AppState) -> Execution | SidecarError:
-    values = request.headers.getall(EXECUTION_ID, [])
-    if not values:
-        return ExecutionRequired()
-    if len(values) > 1:
-        return BadRequest("send one X-Agentgov-Execution-Id header")
-    execution = app.executions.get(values[0].strip())
-    if execution is None:
-        return Forbidden("unknown_execution", "the execution id was not issued by this sidecar or has expired")
-    return execution
-
-
 async def tool_handler(request: web.Request) -> web.StreamResponse:
     """``/tools/{tool}/{path}`` (any method) on the egress port: the whole tool path for one
     request (see the module docstring). Resources: the egress app's ``TOOL_RESOURCES``."""
@@ -452,11 +441,12 @@ async def tool_handler(request: web.Request) -> web.StreamResponse:
     snapshot = app.policy.require()
     name, _ = split_tool_path(raw_path)
     name = name[:MAX_AUDITED_NAME]
-    execution = _execution(request, app)
+    execution = execution_for(request.headers.getall(EXECUTION_ID, []), app.executions)
     if isinstance(execution, SidecarError):
         app.audit.emit(info.event("tool_access", "denied", metadata={"tool": name, "code": execution.code}))
         raise execution
     identity = execution.identity
+    annotate(execution_id=execution.id, request_id=info.request_id)
 
     def denied(code: str, tool: str | None, **metadata: object) -> None:
         app.audit.emit(info.event("tool_access", "denied", user=identity.user, execution_id=execution.id,
