@@ -152,9 +152,9 @@ class OperatorProcess:
 
 
 @contextlib.contextmanager
-def operator_process(log: pathlib.Path, *args: str, **env: str) -> Iterator[OperatorProcess]:
+def operator_process(log: pathlib.Path, *args: str, stop_timeout: float = 20, **env: str) -> Iterator[OperatorProcess]:
     """Run ``agentgov operator --standalone ARGS`` with ``env`` on top of this process's environment
-    (the kubeconfig fixture's KUBECONFIG included); stopped with SIGTERM (SIGKILL after 20 s).
+    (the kubeconfig fixture's KUBECONFIG included); stopped with SIGTERM (SIGKILL after ``stop_timeout``).
     Its liveness endpoint gets a free port unless ``args`` give one."""
     if "--liveness" not in args:
         args = ("--liveness", f"http://127.0.0.1:{free_port()}/healthz", *args)
@@ -167,7 +167,7 @@ def operator_process(log: pathlib.Path, *args: str, **env: str) -> Iterator[Oper
     finally:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=stop_timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
@@ -227,14 +227,14 @@ def test_an_agent_becomes_ready_with_valid_children_and_a_second_reconcile_write
     operator: Api, apiserver_in_thread: ApiServer
 ) -> None:
     create_examples(operator, with_secrets=True)
-    owned = wait_for(lambda: children(operator), lambda c: any(k.startswith("Deployment/") for k in c),
+    expected = {"Deployment", "Service", "ServiceAccount", "ConfigMap", "HorizontalPodAutoscaler",
+                "PodDisruptionBudget", "Ingress", "NetworkPolicy"}
+    # Children are created one after the other: wait for all of them, not just the first few.
+    owned = wait_for(lambda: children(operator), lambda c: expected <= {key.split("/")[0] for key in c},
                      what="the children")
     assert_kstatus(operator)
     for child in owned.values():
         validate_builtin({k: v for k, v in child.items() if k != "status"})
-    kinds = {key.split("/")[0] for key in owned}
-    assert {"Deployment", "Service", "ServiceAccount", "ConfigMap", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget", "Ingress", "NetworkPolicy"} <= kinds
     assert "replicas" not in owned[f"Deployment/{AGENT}"]["spec"], "the HPA owns replicas when autoscaling"
     bundle = next(c for k, c in owned.items() if k.startswith("ConfigMap/"))["data"]["bundle.json"]
     assert "canary" not in json.dumps(owned) and "canary" not in bundle
@@ -247,7 +247,11 @@ def test_an_agent_becomes_ready_with_valid_children_and_a_second_reconcile_write
     assert agent["status"]["policyBundleHash"].startswith("sha256:")
     assert_kstatus(operator)
 
-    # Idempotence: two more resyncs of this agent (seen as reads of its Deployment) write nothing.
+    # Idempotence: two more resyncs of this agent (seen as reads of its Deployment) write nothing
+    # (once the budget's own first writes, its finalizer and status, are done).
+    wait_for(lambda: operator.get(f"{AGB}/research-team"),
+             lambda b: bool(condition(b, "SpendStoreAvailable")) and bool(b["metadata"].get("finalizers")),
+             what="the budget's first status and finalizer")
     seen = len(list(apiserver_in_thread))
     version = apiserver_in_thread.resource_version
     wait_for(lambda: [r for r in list(apiserver_in_thread)[seen:] if r.method == "GET"
@@ -328,7 +332,7 @@ def test_deleting_the_agent_removes_its_children(operator: Api) -> None:
     create_examples(operator, with_secrets=True)
     wait_for(lambda: children(operator), lambda c: f"Deployment/{AGENT}" in c, what="the Deployment")
     agent = operator.get(f"{AGD}/{AGENT}")
-    # kopf's timers need a finalizer to stop cleanly; it is the only one, and no cleanup work hangs on it.
+    # kopf's daemons need a finalizer to stop cleanly; it is the only one, and no cleanup work hangs on it.
     assert agent["metadata"]["finalizers"] == ["agentgov.io/finalizer"]
     assert operator.delete(f"{AGD}/{AGENT}") == 200
     wait_for(lambda: operator.get(f"{AGD}/{AGENT}"), lambda a: a is None, what="the agent gone")

@@ -180,9 +180,31 @@ def test_without_a_spend_store_status_says_so_once(
         assert "AGENTGOV_REDIS_URL" in condition(found, "SpendStoreAvailable")["message"]
         assert "percentUsed" not in found["status"] and condition(found, "Ready")["status"] == "True"
         assert ticks_pass(apiserver_in_thread) == [], "said once, not on every tick"
-        # The timer's finalizer never holds a deletion while the operator runs.
+        # The daemon's finalizer never holds a deletion while the operator runs.
         wait_for(lambda: api.get(PATH), lambda b: b["metadata"].get("finalizers") == ["agentgov.io/finalizer"],
-                 what="kopf's finalizer for the timer")
+                 what="kopf's finalizer for the daemon")
         assert api.delete(PATH) == 200
         wait_for(lambda: api.get(PATH), lambda b: b is None, what="the budget gone")
+        assert operator.running(), operator.output()
+
+
+def test_conflicting_status_writes_are_retried_and_alerts_still_go_out_once(
+    kubeconfig: pathlib.Path, apiserver_in_thread: ApiServer, monkeypatch: pytest.MonkeyPatch,
+    redis_url: str, tmp_path: pathlib.Path,
+) -> None:
+    api = prepared(apiserver_in_thread, monkeypatch, AGENTGOV_REDIS_URL=redis_url, **FAST)
+    create_budget(api)
+    spend(redis.Redis.from_url(redis_url), 9.5)
+    # The first status writes conflict (someone else wrote the budget meanwhile): nothing is
+    # announced until one lands, and then each threshold once.
+    conflicts = apiserver_in_thread.inject_fault("PATCH", rf"/agentbudgets/{BUDGET}/status$", status=409, times=4)
+    with operator_process(tmp_path / "operator.log") as operator:
+        found = budget(api, lambda b: b.get("status", {}).get("percentUsed") == 95, "95% read despite conflicts")
+        assert conflicts.hits == 4
+        assert found["status"]["alerts"]["daily"] == [80, 90]
+        wait_for(lambda: alerts(api), lambda a: len(a) == 2, what="the 80% and 90% Events")
+        assert ticks_pass(apiserver_in_thread) == []
+        assert [a.split(" spent ")[0] for a in alerts(api)] == [
+            "BudgetThresholdReached: user:alice reached 80% of the daily limit: $9.50 of $10.00",
+            "BudgetThresholdReached: user:alice reached 90% of the daily limit: $9.50 of $10.00"]
         assert operator.running(), operator.output()

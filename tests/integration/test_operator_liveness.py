@@ -22,8 +22,8 @@ BUDGETS_WATCH = "agentbudgets.v1alpha1.agentgov.io@None"
 POLICIES_WATCH = "toolpolicies.v1alpha1.agentgov.io@None"
 EXPECTED = {"agentdeployments.v1alpha1.agentgov.io@None", BUDGETS_WATCH, POLICIES_WATCH,
             "regionpolicies.v1alpha1.agentgov.io@None", "deployments.v1.apps@None"}
-# Each watch request ends after 1 s and is sent again; no answer for 2 s is a stall.
-FAST = {"AGENTGOV_WATCH_TIMEOUT_SECONDS": "1"}
+# Each watch request ends after 2 s and is sent again; no answer for 4 s is a stall.
+FAST = {"AGENTGOV_WATCH_TIMEOUT_SECONDS": "2"}
 
 
 def probe(port: int) -> tuple[int, dict[str, Any]]:
@@ -50,7 +50,7 @@ def test_liveness_fails_naming_a_watch_that_died_and_metrics_count_it(
     api = prepared(apiserver_in_thread, monkeypatch, **FAST)
     port, metrics_port = free_port(), free_port()
     with operator_process(tmp_path / "operator.log", "--liveness", f"http://127.0.0.1:{port}/healthz",
-                         "--metrics-port", str(metrics_port)) as operator:
+                          "--metrics-port", str(metrics_port), stop_timeout=3) as operator:
         status, body = wait_for(lambda: probe(port), healthy, what="every watch running", timeout=30,
                                 ignore=(OSError,))
         assert body["status"] == "ok" and all(w["state"] == "ok" for w in body["watches"].values()), body
@@ -58,17 +58,21 @@ def test_liveness_fails_naming_a_watch_that_died_and_metrics_count_it(
         assert_kstatus(api)
 
         # The budgets' watch is answered 404 once (as when an API group vanishes): kopf does not
-        # retry that, its watcher ends, and the operator would go on without it.
+        # retry that and its watcher ends. kopf 1.45 then starts stopping the operator, and the
+        # stop hangs (other watchers wait forever to re-authenticate): the process stays up,
+        # watching nothing. Only a restart helps, and the probe is what asks for one.
         fault = apiserver_in_thread.inject_fault("GET", r"^/apis/agentgov\.io/v1alpha1/agentbudgets$", status=404)
         status, body = wait_for(lambda: probe(port), lambda a: a[0] == 503, what="liveness failing", timeout=20)
         assert fault.hits == 1
-        assert body["status"] == "failing" and body["failing"] == [BUDGETS_WATCH]
+        assert body["status"] == "failing" and BUDGETS_WATCH in body["failing"]
         assert body["watches"][BUDGETS_WATCH]["state"] == "dead"
-        assert "404" in body["watches"][BUDGETS_WATCH]["error"] or "NotFound" in body["watches"][BUDGETS_WATCH]["error"]
-        assert all(body["watches"][w]["state"] == "ok" for w in EXPECTED - {BUDGETS_WATCH})
-        assert 'agentgov_operator_watches{state="dead"} 1.0' in metric(metrics_port, "agentgov_operator_watches")
-        assert probe(port)[0] == 503, "a dead watch stays dead: only a restart helps"
-        assert operator.running(), operator.output()
+        assert body["watches"][BUDGETS_WATCH]["error"].startswith("APINotFoundError: ('injected fault: 404'")
+        others = {w: body["watches"][w] for w in EXPECTED - {BUDGETS_WATCH}}
+        assert all(w["state"] == "ok" or w == {**w, "state": "dead", "error": "cancelled"} for w in others.values()), others
+        wait_for(lambda: metric(metrics_port, 'agentgov_operator_watches{state="dead"}'),
+                 lambda line: bool(line) and float(line.split()[-1]) >= 1, what="the dead watch counted")
+        status, body = probe(port)
+        assert status == 503 and operator.running(), "a dead watch stays dead: only a restart helps"
 
     with operator_process(tmp_path / "operator.log", "--liveness", f"http://127.0.0.1:{port}/healthz") as operator:
         wait_for(lambda: probe(port), healthy, what="a restarted operator healthy again", timeout=30, ignore=(OSError,))
@@ -81,12 +85,13 @@ def test_liveness_fails_while_a_watch_is_not_answered_and_recovers_when_it_is(
     port = free_port()
     with operator_process(tmp_path / "operator.log", "--liveness", f"http://127.0.0.1:{port}/healthz") as operator:
         wait_for(lambda: probe(port), healthy, what="every watch running", timeout=30, ignore=(OSError,))
-        # The next ToolPolicy watch request hangs for 6 s before the server answers.
-        fault = apiserver_in_thread.inject_fault("GET", r"^/apis/agentgov\.io/v1alpha1/toolpolicies$", delay=6.0)
+        # The next ToolPolicy watch request hangs for 10 s before the server answers.
+        fault = apiserver_in_thread.inject_fault("GET", r"^/apis/agentgov\.io/v1alpha1/toolpolicies$", delay=10.0)
         status, body = wait_for(lambda: probe(port), lambda a: a[0] == 503, what="liveness failing", timeout=10)
         assert fault.hits == 1
         assert body["failing"] == [POLICIES_WATCH] and body["watches"][POLICIES_WATCH]["state"] == "stalled"
         assert body["watches"][POLICIES_WATCH]["error"].startswith("no answer from the API server for ")
+        assert body["watches"][POLICIES_WATCH]["error"].endswith("(limit 4s)")
         wait_for(lambda: probe(port), healthy, what="healthy once the server answers again", timeout=15)
         assert operator.running(), operator.output()
 

@@ -30,6 +30,8 @@ class Loaded:
     error: str | None = None
     # Set for objects of other API groups (a Namespace, a Secret): passed over, not an error.
     skipped: str | None = None
+    # The skipped object itself (`agentgov check` reviews Deployments, Ingresses, Secrets...).
+    document: dict[str, Any] | None = None
 
 
 def manifest_files(paths: Iterable[str | Path]) -> Iterator[Path]:
@@ -63,7 +65,7 @@ def parse_documents(text: str, source: str) -> list[Loaded]:
         if isinstance(api_version, str) and api_version.split("/")[0] != GROUP:
             meta = document.get("metadata")
             name = meta.get("name", "?") if isinstance(meta, dict) else "?"
-            loaded.append(Loaded(label, skipped=f"{api_version} {document.get('kind')} {name}"))
+            loaded.append(Loaded(label, skipped=f"{api_version} {document.get('kind')} {name}", document=document))
             continue
         try:
             loaded.append(Loaded(label, obj=parse_object(document, label)))

@@ -2,7 +2,7 @@
 
 ``budget_status`` turns what the sidecars wrote into Redis (the ``HGETALL`` of a budget's day and
 month hashes, layout in ``agentgov.api.spendstore``) into the AgentBudget's new status and the
-Events to post. It decides; ``handlers.budget_status_timer`` reads Redis, patches the status when
+Events to post. It decides; ``handlers.budget_status_once`` reads Redis, patches the status when
 it changed and posts the Events. ``store_unreachable`` and ``store_not_configured`` are the
 statuses for a spend store that cannot be read.
 

@@ -17,7 +17,7 @@ Unset or empty variables take the defaults below.
 | AGENTGOV_NAMESPACES | (all namespaces) | comma-separated namespaces to watch |
 | AGENTGOV_SIDECAR_CPU_REQUEST / _MEMORY_REQUEST / _CPU_LIMIT / _MEMORY_LIMIT | 100m / 128Mi / 500m / 256Mi | sidecar resources unless the AgentDeployment sets them |
 | AGENTGOV_AGENT_CPU_REQUEST / _MEMORY_REQUEST / _CPU_LIMIT / _MEMORY_LIMIT | 250m / 256Mi / 1 / 1Gi | agent container resources unless the AgentDeployment sets them |
-| AGENTGOV_RESYNC_SECONDS | 60 | period of the reconcile timer (drift repair) |
+| AGENTGOV_RESYNC_SECONDS | 60 | period of the resync reconcile (drift repair) |
 | AGENTGOV_HANDLER_TIMEOUT_SECONDS | 60 | timeout of each API call a handler makes (handlers retry with backoff and give up after 10 minutes) |
 | AGENTGOV_CLUSTER_DOMAIN | cluster.local | DNS suffix of Services |
 | AGENTGOV_REDIS_URL | (none) | the budget store the operator reads AgentBudget spend from (``redis://``, ``rediss://`` or ``unix://``; the same Redis the sidecars write); unset: AgentBudget status says so and shows no spend |

@@ -9,11 +9,13 @@ status), none has a deletion handler (so no finalizer ever blocks deletion: chil
 their owner through ownerReferences), and kopf's bookkeeping lives in annotations under
 ``agentgov.io/``.
 
-AgentBudget status also carries spend: a timer per budget reads the spend store (Redis, every
+AgentBudget status also carries spend: a daemon per budget reads the spend store (Redis, every
 ``AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS``), ``budgetstatus.budget_status`` decides, and the
-timer writes status only when it changed, then posts the alert Events. A policy's status has
-two writers (its event handler and, for budgets, the timer): both hold one lock per object and
-start from a fresh read, and the write carries the resourceVersion it was computed from.
+daemon writes status only when it changed, then posts the alert Events. A policy's status has
+two writers (its event handler and, for budgets, the daemon): both hold one lock per object and
+start from a fresh read, and the write carries the resourceVersion it was computed from. The
+periodic work (agent resync, budget spend) runs in kopf daemons, not timers, so its period
+comes from the configuration read at startup (a timer's interval is fixed at import).
 
 The login handler gives kopf the session it would build itself, traced so that
 ``liveness.WatchVitals`` sees the API server answer each watch.
@@ -55,20 +57,10 @@ MEMO_POLICIES = "agentgov_fanned_out"  # (kind, namespace, name) -> generation l
 MEMO_STATUS_LOCKS = "agentgov_status_locks"  # (kind, namespace, name) -> lock: one status writer at a time
 MEMO_SPEND_STORE = "agentgov_spend_store"  # redis.asyncio.Redis, or None when AGENTGOV_REDIS_URL is unset
 MEMO_VITALS = "agentgov_watch_vitals"  # liveness.WatchVitals (given by `agentgov operator`, else made at startup)
+MEMO_STOPPING = "agentgov_stopping"  # asyncio.Event set at cleanup: daemons started late still exit
 FAN_OUT_CONCURRENCY = 8
-# How often the resync timer checks whether an agent is due (AGENTGOV_RESYNC_SECONDS, at most
-# every 10 s). kopf fixes a timer's interval when the module is imported, hence the read here;
-# the startup handler reads the full config and rejects a bad value.
-try:
-    TIMER_TICK_SECONDS = min(max(float(os.environ.get("AGENTGOV_RESYNC_SECONDS") or 60), 0.5), 10.0)
-except ValueError:
-    TIMER_TICK_SECONDS = 10.0
-# The budget status timer's interval (AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS), read at import
-# for the same reason.
-try:
-    BUDGET_TICK_SECONDS = max(float(os.environ.get("AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS") or 60), 0.5)
-except ValueError:
-    BUDGET_TICK_SECONDS = 60.0
+# The resync loop checks whether an agent is due every min(AGENTGOV_RESYNC_SECONDS, 10 s).
+MAX_RESYNC_TICK_SECONDS = 10.0
 
 
 def utc_now() -> str:
@@ -103,6 +95,7 @@ async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     if memo.get(MEMO_VITALS) is None:
         memo[MEMO_VITALS] = liveness.WatchVitals(config.stalled_watch_seconds)
     memo[MEMO_VITALS].start()
+    memo[MEMO_STOPPING] = asyncio.Event()
 
 
 def _spend_store(config: OperatorConfig) -> aioredis.Redis | None:
@@ -131,6 +124,8 @@ async def login(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kop
 
 @kopf.on.cleanup()
 async def cleanup(*, memo: kopf.Memo, **_: Any) -> None:
+    if memo.get(MEMO_STOPPING) is not None:
+        memo[MEMO_STOPPING].set()
     api = memo.get(MEMO_API)
     if api is not None:
         await api.close()
@@ -266,14 +261,40 @@ async def agent_changed(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger
     await _reconcile(body, memo, logger, kwargs)
 
 
-@kopf.timer(GROUP, VERSION, "agentdeployments", interval=TIMER_TICK_SECONDS)
-async def agent_resync(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+async def _rest(stopped: kopf.DaemonStopped, memo: kopf.Memo, seconds: float) -> bool:
+    """Sleep ``seconds``; True (stop looping) once the daemon is stopped or the operator stops.
+    The second matters for a daemon kopf spawns from an event it was still processing while it
+    stopped the others (kopf #1266): nothing else would stop that one."""
+    stopping: asyncio.Event = memo[MEMO_STOPPING]
+    if stopped or stopping.is_set():
+        return True
+    waits = {asyncio.ensure_future(stopped.wait(seconds)), asyncio.ensure_future(stopping.wait())}
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return bool(stopped) or stopping.is_set()
+
+
+@kopf.daemon(GROUP, VERSION, "agentdeployments", cancellation_timeout=5)
+async def agent_resync(*, stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                       **kwargs: Any) -> None:
     """Drift repair and status progress even when the CR did not change: a reconcile once
-    ``AGENTGOV_RESYNC_SECONDS`` have passed since the last one (the tick only checks)."""
+    ``AGENTGOV_RESYNC_SECONDS`` have passed since the last one (each tick only checks). A daemon
+    rather than a kopf timer: a timer's interval is fixed when this module is imported, the
+    daemon reads it from the configuration loaded at startup."""
     config: OperatorConfig = memo[MEMO_CONFIG]
-    last = memo[MEMO_LAST_RUN].setdefault(body.metadata.uid, time.monotonic())  # created or resumed just now
-    if time.monotonic() - last >= config.resync_seconds:
-        await _reconcile(body, memo, logger, kwargs)
+    tick = min(config.resync_seconds, MAX_RESYNC_TICK_SECONDS)
+    uid = body.metadata.uid
+    memo[MEMO_LAST_RUN].setdefault(uid, time.monotonic())  # created or resumed just now
+    while not await _rest(stopped, memo, tick):
+        if time.monotonic() - memo[MEMO_LAST_RUN].get(uid, 0.0) < config.resync_seconds:
+            continue
+        try:
+            await _reconcile(body, memo, logger, kwargs)
+        except kopf.TemporaryError as error:
+            logger.warning("resync failed, retried at the next tick: %s", error)
 
 
 async def _reconcile_by_name(
@@ -352,22 +373,38 @@ async def _policy_status(kind: str, body: kopf.Body, memo: kopf.Memo) -> None:
     namespace, name = body.metadata.namespace or "default", body.metadata.name
     path = object_path(f"{GROUP}/{VERSION}", kind, namespace, name)
     async with memo[MEMO_STATUS_LOCKS][(kind, namespace, name)]:
-        try:
-            fresh = await api.get(path)
-            if fresh is None:
+        for attempt in range(3):  # a conflict (someone wrote meanwhile, e.g. kopf's finalizer): read again
+            try:
+                fresh = await api.get(path)
+                if fresh is None:
+                    return
+                current = fresh.get("status") or {}
+                status = _policy_kstatus(kind, fresh, current, utc_now())
+                if status != current:
+                    await _write_status(api, path, fresh, status)
                 return
-            current = fresh.get("status") or {}
-            status = _policy_kstatus(kind, fresh, current, utc_now())
-            if status != current:
-                await _write_status(api, path, fresh, status)
-        except KubeError as error:
-            raise kopf.TemporaryError(str(error), delay=5) from None
+            except Conflict as error:
+                if attempt == 2:
+                    raise kopf.TemporaryError(str(error), delay=5) from None
+            except KubeError as error:
+                raise kopf.TemporaryError(str(error), delay=5) from None
 
 
 # --- AgentBudget spend ---------------------------------------------------------------------
 
-@kopf.timer(GROUP, VERSION, "agentbudgets", interval=BUDGET_TICK_SECONDS, timeout=120)
-async def budget_status_timer(*, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+@kopf.daemon(GROUP, VERSION, "agentbudgets", cancellation_timeout=5)
+async def budget_status_loop(*, stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo,
+                             logger: kopf.Logger, **_: Any) -> None:
+    """Every ``AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS`` (from the configuration loaded at
+    startup), the budget's spend into its status (``budget_status_once``)."""
+    config: OperatorConfig = memo[MEMO_CONFIG]
+    while not (stopped or memo[MEMO_STOPPING].is_set()):
+        await budget_status_once(body, memo, logger)
+        if await _rest(stopped, memo, config.budget_status_interval_seconds):
+            return
+
+
+async def budget_status_once(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger) -> None:
     """Spend today and this month from the spend store into the budget's status; alert Events.
     Never raises: whatever failed is retried at the next tick (a failing store shows in status)."""
     api: KubeApi = memo[MEMO_API]

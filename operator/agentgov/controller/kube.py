@@ -139,6 +139,8 @@ class KubeApi:
     ) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
+        if self._session.closed:  # the operator is stopping: a late handler gets an answer, not a crash
+            raise TransientError(f"{method} {path}: the operator is stopping")
         try:
             async with self._session.request(
                 method, self._server + path, data=data, headers=headers

@@ -2,10 +2,13 @@
 
 kopf runs one watch stream per watched resource (and namespace), each in a task named
 ``watcher for <resource>@<namespace>``. When such a task ends (an API error kopf does not
-retry, such as a 404, or a 5xx that outlasted its retries), kopf logs it and carries on without
-that stream: the process looks alive but no longer sees that kind (kopf issues #787, #1276; a
-dead watcher is never restarted). Only a restart helps, and Kubernetes restarts what fails its
-liveness probe. The probe here fails (HTTP 503, JSON naming the watch) when:
+retry, such as a 404, or a 5xx that outlasted its retries), the stream is gone for good: kopf
+never restarts a watcher (kopf issue #1276). Older kopf carried on without it (kopf issue
+#787); kopf 1.45 starts stopping the whole operator instead, and that stop can hang (seen in
+the integration tests: the other watchers wait forever to re-authenticate once the
+credentials are dropped), leaving a process that is up and watches nothing. Either way only a
+restart helps, and Kubernetes restarts what fails its liveness probe. The probe here fails
+(HTTP 503, JSON naming the watch) when:
 
 - **dead**: a watcher task seen running has ended; its error is named;
 - **stalled**: the operator keeps asking the API server for a resource (list or watch requests

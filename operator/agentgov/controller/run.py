@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from collections.abc import Sequence
 
@@ -23,15 +22,6 @@ from prometheus_client import start_http_server
 
 from agentgov.controller import handlers, liveness, metrics
 from agentgov.controller.config import OperatorConfig
-
-
-class _QuietTimerTicks(logging.Filter):
-    """Drop kopf's per-tick success lines of the timers (one per object every few seconds)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        return not (message.startswith("Timer 'agent_resync' succeeded")
-                    or message.startswith("Timer 'budget_status_timer' succeeded"))
 
 
 def run(
@@ -51,7 +41,6 @@ def run(
         raise SystemExit(f"agentgov operator: {error}") from None
     namespaces = list(namespaces) or list(config.namespaces)
     kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)  # timestamps and object names on stderr
-    logging.getLogger("kopf.objects").addFilter(_QuietTimerTicks())
     if metrics_port:
         start_http_server(metrics_port, registry=metrics.REGISTRY)
     asyncio.run(_operate(config, namespaces, standalone, peering, liveness_endpoint))

@@ -4,7 +4,8 @@ both, and ``run`` for the command line.
 
 Resources are opened in the main app's ``cleanup_ctx``, in this order, and closed in reverse:
 
-1. the policy store (first load of the bundle and secrets),
+1. the policy store (first load of the bundle and secrets), then tracing when an OTLP
+   endpoint is configured (``tracing``: its spans are flushed when the app stops),
 2. the audit writer (then the bundle poller, so every reload is audited),
 3. HTTP client sessions: one to the agent (no decompression, pooled), one for JWKS,
 4. the execution store and its purge task,
@@ -71,6 +72,7 @@ from agentgov.sidecar.metrics import Metrics
 from agentgov.sidecar.redact import Redactor
 from agentgov.sidecar.settings import Settings
 from agentgov.sidecar.spend import BudgetGuard, RedisSpendStore, SpendStore, redis_client
+from agentgov.sidecar.tracing import trace_configs, tracing_ctx
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +216,7 @@ async def clients_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # No decompression: bodies pass through byte for byte with their Content-Encoding.
     agent = aiohttp.ClientSession(auto_decompress=False, connector=aiohttp.TCPConnector(limit=0),
-                                  cookie_jar=aiohttp.DummyCookieJar())
+                                  cookie_jar=aiohttp.DummyCookieJar(), trace_configs=trace_configs(app))
     jwks_session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
     metrics = app[METRICS]
 
@@ -343,7 +345,7 @@ def egress_ctx_for(spend_store: SpendStore | None) -> Callable[[web.Application]
 
         guard = BudgetGuard(shared, on_alert=later_alert)
         app[BUDGETS] = guard
-        session = upstream.new_session()
+        session = upstream.new_session(trace_configs(app))
         app[MODEL_SESSION] = session
         webhooks = AlertWebhooks(app[AGENT_SESSION])
 
@@ -420,7 +422,7 @@ def create_app(settings: Settings, *, spend_store: SpendStore | None = None) -> 
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    app.cleanup_ctx.extend([policy_ctx, audit_ctx, clients_ctx, executions_ctx, redis_ctx,
+    app.cleanup_ctx.extend([policy_ctx, tracing_ctx, audit_ctx, clients_ctx, executions_ctx, redis_ctx,
                             egress_ctx_for(spend_store)])
     app.router.add_get("/health", health_handler, name="health")
     app.router.add_get("/ready", ready_handler, name="ready")

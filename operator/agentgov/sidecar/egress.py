@@ -84,6 +84,7 @@ from agentgov.sidecar.regions import (
 from agentgov.sidecar.retry import backoff_delays, should_retry
 from agentgov.sidecar.spend import Hold, Settlement
 from agentgov.sidecar.tool_egress import TOOL_RESOURCES, ToolResources, tool_handler
+from agentgov.sidecar.tracing import MODEL_CALL, record_model_call, traced
 from agentgov.sidecar.upstream import (
     Kind, Reply, StreamAssembler, Target, UpstreamFailure, agent_wants_usage, call, completion_to_sse, open_stream,
 )
@@ -710,6 +711,7 @@ class ModelCall:
             "model_call", result, user=identity.user if identity else None, action=self.kind,
             resource=f"model/{outcome.route or 'unknown'}", execution_id=self.execution.id if self.execution else None,
             metadata=metadata))
+        record_model_call(self.request, self.kind, self.requested_model, outcome)
 
 
 class _AgentGone(Exception):
@@ -742,11 +744,13 @@ def emit_budget_alert(app: AppState, alert: BudgetAlert, *, user: str | None = N
         notify(alert)
 
 
+@traced(MODEL_CALL)
 async def chat_handler(request: web.Request) -> web.StreamResponse:
     """``POST /v1/chat/completions``."""
     return await ModelCall(request, "chat").run()
 
 
+@traced(MODEL_CALL)
 async def embeddings_handler(request: web.Request) -> web.StreamResponse:
     """``POST /v1/embeddings``."""
     return await ModelCall(request, "embeddings").run()

@@ -37,6 +37,7 @@ from agentgov.sidecar.logs import annotate
 from agentgov.sidecar.metrics import CONTENT_TYPE
 from agentgov.sidecar.proxy import ProxyResult, forward
 from agentgov.sidecar.tokens import MintRequest, SigningKey, check_mint_request, mint
+from agentgov.sidecar.tracing import AGENT_REQUEST, bind_execution, traced
 
 MAX_ADMIN_BODY_BYTES = 16 * 1024
 
@@ -122,6 +123,7 @@ def authorize(app: AppState, snapshot: PolicySnapshot, identity: Identity, route
     return decision
 
 
+@traced(AGENT_REQUEST)
 async def agent_handler(request: web.Request) -> web.StreamResponse:
     """Everything outside the sidecar's own endpoints: forwarded to the agent."""
     app = state(request)
@@ -136,6 +138,7 @@ async def agent_handler(request: web.Request) -> web.StreamResponse:
     sidecar = snapshot.bundle.sidecar
     execution = app.executions.issue(identity, request_id=info.request_id)
     annotate(request_id=info.request_id, execution_id=execution.id)
+    bind_execution(request, execution.id)
     app.metrics.executions_tracked.set(len(app.executions))
     app.audit.emit(info.event("agent_execution", "started", user=identity.user, execution_id=execution.id,
                               metadata={"role": identity.role}))

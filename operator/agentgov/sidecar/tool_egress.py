@@ -77,6 +77,7 @@ from agentgov.sidecar.keys import hmac_secret
 from agentgov.sidecar.logs import annotate
 from agentgov.sidecar.proxy import TOOL_ERRORS, ProxyResult, forward
 from agentgov.sidecar.ratelimit import WINDOW_SECONDS, Limited, RateLimiter
+from agentgov.sidecar.tracing import TOOL_CALL, record_tool_call, traced
 
 FALLBACK: Final = "X-Agentgov-Fallback"
 FALLBACK_TOOL: Final = "X-Agentgov-Fallback-Tool"
@@ -298,6 +299,8 @@ class _Call:
                    bytes_in=result.bytes_in, bytes_out=result.bytes_out, called=outcome.called,
                    fallback=outcome.fallback, breaker=outcome.breaker, slow=outcome.slow or None,
                    error=outcome.error or result.aborted)
+        record_tool_call(self.request, tool.name, called=outcome.called, fallback=outcome.fallback,
+                         breaker=outcome.breaker, error=outcome.error)
 
     async def _attempt(self, tool: BundleTool, target: URL, *, fallback_allowed: bool,
                        marks: Sequence[tuple[str, str]] = ()) -> web.StreamResponse:
@@ -429,6 +432,7 @@ def _rate_limit(res: ToolResources, tool: BundleTool, identity: Identity) -> Rat
     return None
 
 
+@traced(TOOL_CALL)
 async def tool_handler(request: web.Request) -> web.StreamResponse:
     """``/tools/{tool}/{path}`` (any method) on the egress port: the whole tool path for one
     request (see the module docstring). Resources: the egress app's ``TOOL_RESOURCES``."""

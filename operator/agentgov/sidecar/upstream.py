@@ -445,7 +445,9 @@ async def open_stream(session: aiohttp.ClientSession, target: Target,
     return response
 
 
-def new_session() -> aiohttp.ClientSession:
-    """The pooled session every model upstream call uses (opened in the app's cleanup_ctx)."""
+def new_session(trace_configs: list[aiohttp.TraceConfig] | None = None) -> aiohttp.ClientSession:
+    """The pooled session every model upstream call uses (opened in the app's cleanup_ctx);
+    ``trace_configs``: the tracing module's, which add ``traceparent`` while tracing is on."""
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-                                 cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True)
+                                 cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True,
+                                 trace_configs=trace_configs)
