@@ -18,6 +18,9 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
+# Optional extras baked in: `otel` makes the sidecar export traces when OTEL_EXPORTER_OTLP_ENDPOINT
+# is set (the operator passes AGENTGOV_OTLP_ENDPOINT on); empty for the smallest image.
+ARG EXTRAS=otel
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -27,7 +30,7 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 RUN python -m pip wheel --no-deps --wheel-dir /dist . \
  && python -m venv /opt/agentgov \
- && /opt/agentgov/bin/pip install /dist/agentgov-*.whl \
+ && /opt/agentgov/bin/pip install "$(ls /dist/agentgov-*.whl)[${EXTRAS}]" \
  && /opt/agentgov/bin/pip uninstall --yes pip setuptools \
  && find /opt/agentgov -name '__pycache__' -type d -prune -exec rm -rf {} + \
  && /opt/agentgov/bin/agentgov --version

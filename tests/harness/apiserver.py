@@ -1677,7 +1677,12 @@ class ApiServer(kmock.KubernetesEmulator):
         assert request._raw_request is not None
         response = aiohttp.web.StreamResponse(status=200, headers={'Content-Type': 'application/json'})
         response.enable_chunked_encoding()
-        await response.prepare(request._raw_request)
+        try:
+            await response.prepare(request._raw_request)
+        except ConnectionError:  # the client went away before the answer started (a stopping operator)
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+            return response
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout if timeout is not None else None
         next_bookmark = loop.time() + self.bookmark_interval

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pathlib
+import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -276,3 +279,18 @@ def test_official_client_watch_streams_typed_events(core_v1: kubernetes.client.C
         if len(seen) == 2:
             break
     assert seen == [('ADDED', 'c'), ('DELETED', 'c')]
+
+
+def test_a_watch_whose_client_is_gone_before_the_answer_starts_is_dropped_quietly() -> None:
+    """A client that resets its connection right after asking (as a stopping operator does) is
+    not a server error: the emulator serves on and stops cleanly."""
+    server = ApiServer(crd_dirs=[pathlib.Path(__file__).resolve().parents[2] / 'crds'], strict=True)
+    with server.run_in_thread():  # raises, on leaving, what the server failed to serve
+        for _ in range(100):
+            with socket.create_connection((server.url.host, server.url.port)) as sock:
+                sock.sendall(b'GET /api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1 HTTP/1.1\r\n'
+                             b'Host: emulator\r\n\r\n')
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))  # close with a reset
+        with socket.create_connection((server.url.host, server.url.port)) as sock:  # and it still answers
+            sock.sendall(b'GET /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: emulator\r\nConnection: close\r\n\r\n')
+            assert sock.makefile('rb').readline().startswith(b'HTTP/1.1 200')

@@ -26,7 +26,7 @@ import yaml
 from harness.apiserver import ApiServer
 from harness.redis import free_port
 from harness.waiting import wait_for
-from test_operator import AGD, AGENT, NS, condition, create_examples, events_of, prepared, roll_out
+from test_operator import AGD, AGENT, NS, Api, condition, create_examples, events_of, prepared, roll_out
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "agentgov"
@@ -58,14 +58,28 @@ def permission(request: kmock.Request) -> Permission | None:
     return request.resource.group or "", resource, verb
 
 
+def install_peering(api: Api, chart: Iterable[Mapping[str, Any]]) -> None:
+    """Create kopf's peering CRDs and the peering objects ``chart`` (rendered) holds."""
+    chart = list(chart)
+    for crd in (o for o in chart if o["kind"] == "CustomResourceDefinition" and o["spec"]["group"] == "kopf.dev"):
+        api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", dict(crd))
+    for peering in (o for o in chart if o["kind"] in ("ClusterKopfPeering", "KopfPeering")):
+        scope = f"/namespaces/{peering['metadata']['namespace']}" if peering["kind"] == "KopfPeering" else ""
+        plural = "kopfpeerings" if peering["kind"] == "KopfPeering" else "clusterkopfpeerings"
+        api.create(f"/apis/kopf.dev/v1{scope}/{plural}", dict(peering))
+
+
 @contextlib.contextmanager
-def operator_with_peering(log: pathlib.Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``agentgov operator`` as the chart runs it with replicas > 1 (no --standalone)."""
+def operator_with_peering(log: pathlib.Path, *args: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``agentgov operator`` as the chart runs it with replicas > 1 (no --standalone), with
+    ``env`` on top of this process's environment; its liveness endpoint gets a free port unless
+    ``args`` give one."""
+    if "--liveness" not in args:
+        args = ("--liveness", f"http://127.0.0.1:{free_port()}/healthz", *args)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "agentgov.cli", "operator", "--peering", "agentgov", "--metrics-port", "0",
-             "--liveness", f"http://127.0.0.1:{free_port()}/healthz", *args],
-            env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "agentgov.cli", "operator", "--peering", "agentgov", "--metrics-port", "0", *args],
+            env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield process
     finally:
@@ -89,12 +103,7 @@ def test_every_request_the_operator_sends_is_granted_by_the_charts_roles(
     roles = {o["metadata"]["namespace"]: granted(o["rules"]) for o in chart if o["kind"] == "Role"}
 
     api = prepared(apiserver_in_thread, monkeypatch, AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS="0.5")
-    for crd in (o for o in chart if o["kind"] == "CustomResourceDefinition" and o["spec"]["group"] == "kopf.dev"):
-        api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-    for peering in (o for o in chart if o["kind"] in ("ClusterKopfPeering", "KopfPeering")):
-        scope = f"/namespaces/{peering['metadata']['namespace']}" if peering["kind"] == "KopfPeering" else ""
-        plural = "kopfpeerings" if peering["kind"] == "KopfPeering" else "clusterkopfpeerings"
-        api.create(f"/apis/kopf.dev/v1{scope}/{plural}", peering)
+    install_peering(api, chart)
     create_examples(api, with_secrets=True)
     seen = len(list(apiserver_in_thread))
 

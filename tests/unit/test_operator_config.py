@@ -97,6 +97,9 @@ def test_resource_variables_override_one_default_each(environ: dict[str, str], a
         ("AGENTGOV_IMAGE", "ghcr.io/agent gov", "not an image reference"),
         ("AGENTGOV_IMAGE", "https://ghcr.io/agentgov/agentgov:1", "not an image reference"),
         ("AGENTGOV_IMAGE_PULL_POLICY", "always", "expected Always, IfNotPresent or Never"),
+        ("AGENTGOV_OTLP_ENDPOINT", "otel-collector:4318", "expected an http:// or https:// URL"),
+        ("AGENTGOV_OTLP_ENDPOINT", "http://user:secret@otel:4318", "must not carry credentials"),
+        ("AGENTGOV_OTLP_ENDPOINT", "http://otel:99999", "not a URL with a valid port"),
         ("AGENTGOV_REDIS_URL_SECRET", "agentgov-redis", "expected SECRET_NAME:KEY"),
         ("AGENTGOV_REDIS_URL_SECRET", "agentgov-redis:", "expected SECRET_NAME:KEY"),
         ("AGENTGOV_REDIS_URL_SECRET", "Agentgov_Redis:url", "is not a Secret name"),
@@ -135,6 +138,9 @@ def test_resource_variables_override_one_default_each(environ: dict[str, str], a
         "an image with a space",
         "an image written as a URL",
         "a pull policy in the wrong case",
+        "an OTLP endpoint with no scheme",
+        "an OTLP endpoint carrying credentials",
+        "an OTLP endpoint with a bad port",
         "a Redis Secret without a key",
         "a Redis Secret with an empty key",
         "a Redis Secret name with capitals and an underscore",
@@ -226,3 +232,20 @@ def test_a_refused_spend_store_url_is_never_echoed() -> None:
     with pytest.raises(ConfigError) as caught:
         OperatorConfig.from_env({"AGENTGOV_REDIS_URL": "https://user:s3cret-canary@redis:6379"})
     assert "s3cret-canary" not in str(caught.value)
+
+
+def test_the_otlp_endpoint_reaches_every_sidecar_and_its_network_policy() -> None:
+    from builder_cases import make_inputs
+
+    from agentgov.controller.builders import build_children
+
+    config = OperatorConfig.from_env({"AGENTGOV_OTLP_ENDPOINT": "http://otel-collector.observability:4318/"})
+    assert config.otlp_endpoint == "http://otel-collector.observability:4318"
+    children = {c["kind"]: c for c in build_children(make_inputs(config=config))}
+    sidecar = next(c for c in children["Deployment"]["spec"]["template"]["spec"]["containers"] if c["name"] == "agentgov-sidecar")
+    assert {"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": "http://otel-collector.observability:4318"} in sidecar["env"]
+    ports = [p["port"] for rule in children["NetworkPolicy"]["spec"]["egress"] for p in rule.get("ports", [])]
+    assert 4318 in ports
+    without = {c["kind"]: c for c in build_children(make_inputs())}
+    plain = next(c for c in without["Deployment"]["spec"]["template"]["spec"]["containers"] if c["name"] == "agentgov-sidecar")
+    assert all(e["name"] != "OTEL_EXPORTER_OTLP_ENDPOINT" for e in plain["env"])

@@ -23,6 +23,7 @@ Unset or empty variables take the defaults below.
 | AGENTGOV_REDIS_URL | (none) | the budget store the operator reads AgentBudget spend from (``redis://``, ``rediss://`` or ``unix://``; the same Redis the sidecars write); unset: AgentBudget status says so and shows no spend |
 | AGENTGOV_REDIS_TIMEOUT_SECONDS | 5 | bound on each read of the budget store |
 | AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS | 60 | how often AgentBudget spend is re-read into status |
+| AGENTGOV_OTLP_ENDPOINT | (none) | OpenTelemetry collector (``http(s)://host:port``, OTLP/HTTP): given to every sidecar as ``OTEL_EXPORTER_OTLP_ENDPOINT`` and opened in its NetworkPolicy; unset: no traces |
 | AGENTGOV_WATCH_TIMEOUT_SECONDS | 300 | length of one watch request; a watch with no answer from the API server for twice this fails liveness |
 
 Pure: the environment is passed in, never read from ``os`` here.
@@ -115,6 +116,7 @@ class OperatorConfig(BaseModel):
     redis_timeout_seconds: float = Field(5.0, gt=0)
     budget_status_interval_seconds: float = Field(60.0, gt=0)
     watch_timeout_seconds: float = Field(300.0, gt=0)
+    otlp_endpoint: str | None = None
 
     @model_validator(mode="after")
     def _selector_not_empty(self) -> OperatorConfig:
@@ -175,6 +177,8 @@ class OperatorConfig(BaseModel):
             if not _is(_DNS_SUBDOMAIN, domain):
                 raise ConfigError(env.name("CLUSTER_DOMAIN"), f"{domain!r} is not a DNS domain (e.g. cluster.local)")
             values["cluster_domain"] = domain
+        if (otlp := env.get("OTLP_ENDPOINT")) is not None:
+            values["otlp_endpoint"] = _otlp_endpoint(env.name("OTLP_ENDPOINT"), otlp)
         if (redis_url := env.get("REDIS_URL")) is not None:
             values["redis_url"] = SecretStr(_redis_url(env.name("REDIS_URL"), redis_url))
         for suffix, field in (("REDIS_TIMEOUT_SECONDS", "redis_timeout_seconds"),
@@ -211,6 +215,7 @@ KNOWN_VARIABLES: Final = frozenset(
         "REDIS_TIMEOUT_SECONDS",
         "BUDGET_STATUS_INTERVAL_SECONDS",
         "WATCH_TIMEOUT_SECONDS",
+        "OTLP_ENDPOINT",
         *(_resource_variable(c, f) for c in ("SIDECAR", "AGENT") for f in _RESOURCE_FIELDS),
     )
 )
@@ -307,6 +312,20 @@ def redis_address(url: str) -> str:
     except ValueError:
         port = 6379
     return f"{parts.hostname or 'localhost'}:{port}"
+
+
+def _otlp_endpoint(variable: str, text: str) -> str:
+    """An OTLP/HTTP collector base URL without credentials (it is written into pod specs)."""
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError(variable, "not a URL with a valid port (expected http(s)://HOST:PORT)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(variable, "expected an http:// or https:// URL (e.g. http://otel-collector.observability:4318)")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ConfigError(variable, "must not carry credentials, a query or a fragment (it is visible in pod specs)")
+    return text.rstrip("/")
 
 
 def _redis_url(variable: str, text: str) -> str:

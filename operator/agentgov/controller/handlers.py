@@ -27,6 +27,7 @@ import asyncio
 import collections
 import datetime
 import logging
+import secrets
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -78,6 +79,9 @@ async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
         prefix="agentgov.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    # Several replicas peer (--peering): kopf pauses every operator while peers of equal priority
+    # are alive, so each replica takes its own; the highest serves, the others stand by.
+    settings.peering.priority = secrets.randbelow(2**31)
     settings.watching.server_timeout = config.watch_timeout_seconds
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 8

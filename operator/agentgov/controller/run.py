@@ -40,7 +40,8 @@ def run(
     except ValueError as error:
         raise SystemExit(f"agentgov operator: {error}") from None
     namespaces = list(namespaces) or list(config.namespaces)
-    kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL)  # timestamps and object names on stderr
+    # Timestamps and object names on stderr (kopf.configure leaves the names out unless asked).
+    kopf.configure(verbose=False, log_format=kopf.LogFormat.FULL, log_prefix=True)
     if metrics_port:
         start_http_server(metrics_port, registry=metrics.REGISTRY)
     asyncio.run(_operate(config, namespaces, standalone, peering, liveness_endpoint))

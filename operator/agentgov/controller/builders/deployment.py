@@ -176,11 +176,14 @@ def agent_env(inputs: Inputs, bundle: PolicyBundle) -> list[Manifest]:
 
 def sidecar_env(inputs: Inputs) -> list[Manifest]:
     redis = inputs.config.redis_url_secret
-    return [
+    env: list[Manifest] = [
         _secret_env("AGENTGOV_REDIS_URL", redis.name, redis.key),
         {"name": "AGENTGOV_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "AGENTGOV_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    if inputs.config.otlp_endpoint:
+        env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": inputs.config.otlp_endpoint})
+    return env
 
 
 def referenced_secret_names(inputs: Inputs, bundle: PolicyBundle) -> list[str]:

@@ -12,7 +12,7 @@ Egress, and what it does and does not promise:
 - The budget store: ``AGENTGOV_REDIS_PORT`` to pods matching ``AGENTGOV_REDIS_SELECTOR`` (in
   ``AGENTGOV_REDIS_NAMESPACE``, or in any namespace when that is unset).
 - The upstreams the policies name (model endpoints, tool upstreams, region endpoints, the
-  JWKS URL, budget webhooks). A NetworkPolicy selects addresses, not host names, and the
+  JWKS URL, budget webhooks) and the OpenTelemetry collector (``AGENTGOV_OTLP_ENDPOINT``). A NetworkPolicy selects addresses, not host names, and the
   addresses behind a name change under it (CDNs, cloud load balancers), so for a URL whose
   host is a name the honest rule is: **its port (443, 80 or the one written in the URL) to
   any address** (``0.0.0.0/0`` and ``::/0``), minus link-local addresses (``169.254.0.0/16``,
@@ -88,7 +88,7 @@ def build(inputs: Inputs, bundle: PolicyBundle) -> Manifest:
 
     by_name: set[int] = set()
     by_address: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, set[int]] = {}
-    for url in upstream_urls(bundle):
+    for url in [*upstream_urls(bundle), *([inputs.config.otlp_endpoint] if inputs.config.otlp_endpoint else [])]:
         port, address = url_port(url), url_ip(url)
         if address is None:
             by_name.add(port)
