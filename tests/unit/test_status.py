@@ -118,3 +118,23 @@ def test_checker_holds_budget_figures_and_conditions_to_agree(obj: dict[str, Any
 def test_checker_accepts_an_exceeded_budget_that_is_ready(percent: int, exceeded: str) -> None:
     """Exceeded is about spend, Ready about the resource: a budget may be both (reconciled fine)."""
     assert status_violations(budget(percent, exceeded, warning="True" if percent >= 80 else "False")) == []
+
+
+# --- AgentDeployment status.budgetPercentUsed: the highest of its budgets' ------------------
+
+@pytest.mark.parametrize(
+    "budgets, expected",
+    [
+        ({}, None),
+        ({("research", "team"): {"status": {}}}, None),
+        ({("research", "team"): {"status": {"percentUsed": 42}}}, 42),
+        ({("research", "team"): {"status": {"percentUsed": 42}}, ("research", "user"): {"status": {"percentUsed": 97}}}, 97),
+        ({("research", "team"): {"status": {"percentUsed": 130}}, ("other", "user"): {"status": {"percentUsed": 99}}}, 130),
+        ({("research", "team"): {"status": {"percentUsed": "lots"}}, ("research", "user"): {"status": {"percentUsed": True}}}, None),
+    ],
+    ids=["no budgets", "no figure yet", "one budget", "the highest of two", "another namespace ignored", "garbled figures ignored"],
+)
+def test_budget_percent_used_is_the_highest_of_the_agents_budgets(budgets: dict[Any, Any], expected: int | None) -> None:
+    from agentgov.controller.reconcile import budget_percent_used
+
+    assert budget_percent_used("research", ["team", "user"], budgets) == expected

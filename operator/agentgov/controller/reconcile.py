@@ -11,7 +11,7 @@ children already running are left exactly as they were.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -222,7 +222,23 @@ async def _decide_and_apply(
     outcome, extra = deployment_progress(deployment, desired_replicas)
     extra["policyBundleHash"] = bundle_hash(bundle)
     extra["selector"] = builders.selector_string(agent.metadata.name)
+    percent = budget_percent_used(namespace, agent.spec.budget_refs, lookups.budgets)
+    if percent is not None:
+        extra["budgetPercentUsed"] = percent
     return Result(outcome, changes, extra, deployment=deployment)
+
+
+def budget_percent_used(namespace: str, refs: Sequence[str],
+                        budgets: Mapping[tuple[str, str], Mapping[str, Any]]) -> int | None:
+    """The highest ``status.percentUsed`` among the agent's budgets (as the operator last wrote
+    them from the spend store); None when none has a figure yet. Refreshed at each reconcile,
+    so at the resync period at the latest."""
+    figures = []
+    for ref in refs:
+        value = ((budgets.get((namespace, ref)) or {}).get("status") or {}).get("percentUsed")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            figures.append(value)
+    return max(figures) if figures else None
 
 
 def deployment_state(deployment: Mapping[str, Any]) -> tuple[Any, ...]:
