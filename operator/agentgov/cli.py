@@ -6,11 +6,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import yaml
 
 from agentgov import __version__
+
+if TYPE_CHECKING:
+    from agentgov.api.manifests import Loaded
+    from agentgov.controller.config import OperatorConfig
 
 EPILOG = """\
 examples:
@@ -64,27 +69,37 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_render(args: argparse.Namespace) -> int:
+def _manifests_and_config(args: argparse.Namespace, command: str) -> tuple[list[Loaded], OperatorConfig] | int:
+    """The files ``render`` and ``check`` were given, loaded, and the operator settings from
+    the environment; or the exit code after saying what is wrong."""
     import os
 
     from agentgov.api.manifests import load_manifests
-    from agentgov.controller import render
     from agentgov.controller.config import ConfigError, OperatorConfig
 
     paths = [*args.paths, *args.filename]
     if not paths:
-        print("render: name at least one file or folder (PATH or -f PATH)", file=sys.stderr)
+        print(f"{command}: name at least one file or folder (PATH or -f PATH)", file=sys.stderr)
         return 2
     try:
         config = OperatorConfig.from_env(os.environ)
     except ConfigError as bad_setting:
         print(f"error: {bad_setting}", file=sys.stderr)
         return 2
-    loaded = load_manifests(paths)
+    return load_manifests(paths), config
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from agentgov.controller import render
+
+    found = _manifests_and_config(args, "render")
+    if isinstance(found, int):
+        return found
+    loaded, config = found
     errors = [item.error for item in loaded if item.error]
     objects = [item.obj for item in loaded if item.obj is not None]
     if not loaded:
-        print(f"no manifests found in {', '.join(paths)}", file=sys.stderr)
+        print(f"no manifests found in {', '.join([*args.paths, *args.filename])}", file=sys.stderr)
         return 1
     children, problems = render.rendered_children(objects, config)
     if args.output == "text":
@@ -114,22 +129,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    import os
-
-    from agentgov.api.manifests import load_manifests
     from agentgov.controller import checklist
-    from agentgov.controller.config import ConfigError, OperatorConfig
 
-    paths = [*args.paths, *args.filename]
-    if not paths:
-        print("check: name at least one file or folder (PATH or -f PATH)", file=sys.stderr)
-        return 2
-    try:
-        config = OperatorConfig.from_env(os.environ)
-    except ConfigError as bad_setting:
-        print(f"error: {bad_setting}", file=sys.stderr)
-        return 2
-    report = checklist.check_loaded(load_manifests(paths), config)
+    found = _manifests_and_config(args, "check")
+    if isinstance(found, int):
+        return found
+    loaded, config = found
+    report = checklist.check_loaded(loaded, config)
     print(checklist.as_json(report) if args.output == "json" else checklist.format_text(report))
     for error in report.errors:
         print(f"error: {error}", file=sys.stderr)
