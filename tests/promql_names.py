@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
+# Labels Prometheus adds when it scrapes (Kubernetes service discovery, static configs).
+TARGET_LABELS = frozenset({'namespace', 'pod', 'job', 'instance', 'service', 'container', 'endpoint'})
 FUNCTIONS = frozenset({
     'abs', 'absent', 'avg', 'avg_over_time', 'bottomk', 'ceil', 'clamp_max', 'clamp_min', 'count',
     'count_over_time', 'count_values', 'delta', 'deriv', 'floor', 'group', 'histogram_quantile', 'idelta',

@@ -19,7 +19,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -258,18 +258,25 @@ def agent_app(agent: Agent) -> web.Application:
 
 
 @asynccontextmanager
-async def running_agent() -> AsyncIterator[Agent]:
-    agent = Agent()
-    runner = web.AppRunner(agent_app(agent), handler_cancellation=True, access_log=None)
+async def serving_on_free_port(app: web.Application, on_stop: Callable[[], None] = lambda: None) -> AsyncIterator[int]:
+    """Serve a stand-in aiohttp app on 127.0.0.1 and a free port; yield the port. ``on_stop``
+    runs before the server stops (to release requests the stand-in holds)."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, '127.0.0.1', 0)
     await site.start()
-    agent.port = runner.addresses[0][1]
     try:
-        yield agent
+        yield runner.addresses[0][1]
     finally:
-        agent.release.set()
+        on_stop()
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def running_agent() -> AsyncIterator[Agent]:
+    agent = Agent()
+    async with serving_on_free_port(agent_app(agent), agent.release.set) as agent.port:
+        yield agent
 
 
 def free_port() -> int:
@@ -294,17 +301,14 @@ class Sidecar:
     clients: list[Any] = field(default_factory=list)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Mapping[str, str]]:
-        async with self.session.request(method, self.url + path, **kwargs) as response:
-            text = await response.text()
-            try:
-                body: Any = json.loads(text)
-            except ValueError:
-                body = text
-            return response.status, body, response.headers
+        return await self._call(self.url + path, method, **kwargs)
 
     async def egress(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Mapping[str, str]]:
         """A request to the egress port (models and tools), as the agent would send it."""
-        async with self.session.request(method, self.egress_url + path, **kwargs) as response:
+        return await self._call(self.egress_url + path, method, **kwargs)
+
+    async def _call(self, url: str, method: str, **kwargs: Any) -> tuple[int, Any, Mapping[str, str]]:
+        async with self.session.request(method, url, **kwargs) as response:
             text = await response.text()
             try:
                 body: Any = json.loads(text)

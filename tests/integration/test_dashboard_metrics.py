@@ -24,13 +24,12 @@ from agentgov.demo.agent import AgentConfig, create_agent_app
 from agentgov.demo.model import serving_model
 from agentgov.sidecar.metrics import Metrics
 from harness.waiting import async_wait_for
-from promql_names import Exported, exported, registry_labels, usage
+from promql_names import TARGET_LABELS, Exported, exported, registry_labels, usage
 from prometheus_client.metrics import MetricWrapperBase
 from sidecar_support import Sidecar, bearer, claims, free_port, make_bundle, sidecar_for, sign
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / 'charts' / 'agentgov' / 'files' / 'grafana-dashboard.json'
-TARGET_LABELS = frozenset({'namespace', 'pod', 'job', 'instance', 'service', 'container', 'endpoint'})
 # What the issue asks the dashboard to show, and a metric that shows it.
 SHOWN = {
     'requests': 'agent_requests_total',

@@ -22,7 +22,8 @@ from agentgov.api.toolpolicy import CircuitBreaker, Fallback, RateLimit
 from agentgov.sidecar.context import POLICY
 from harness.waiting import async_wait_for
 from sidecar_support import (
-    HMAC_SECRET, Sidecar, bearer, claims, free_port, make_bundle, running_agent, running_sidecar, sidecar_settings,
+    HMAC_SECRET, Sidecar, bearer, claims, free_port, make_bundle, running_agent, running_sidecar, serving_on_free_port,
+    sidecar_settings,
     sign, write_bundle, write_secret,
 )
 
@@ -82,16 +83,8 @@ def tools_app(tools: Tools) -> web.Application:
 @asynccontextmanager
 async def running_tools() -> AsyncIterator[Tools]:
     tools = Tools()
-    runner = web.AppRunner(tools_app(tools), handler_cancellation=True, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, '127.0.0.1', 0)
-    await site.start()
-    tools.port = runner.addresses[0][1]
-    try:
+    async with serving_on_free_port(tools_app(tools), tools.release.set) as tools.port:
         yield tools
-    finally:
-        tools.release.set()
-        await runner.cleanup()
 
 
 # --- the sidecar ---------------------------------------------------------------------------------

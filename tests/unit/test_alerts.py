@@ -21,15 +21,13 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from agentgov.controller import metrics as operator_metrics
 from agentgov.sidecar.metrics import Metrics
-from promql_names import registry_labels, usage
+from promql_names import TARGET_LABELS, registry_labels, usage
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / 'charts' / 'agentgov' / 'files' / 'prometheus-rules.yaml'
 PROMTOOL_TESTS = sorted((REPO / 'tests' / 'promtool').glob('*.yaml'))
 RUNBOOKS = REPO / 'docs' / 'runbooks'
 RUNBOOK_URL = 'https://github.com/agentgov/agentgov/blob/main/docs/runbooks/{}.md'
-# Labels Prometheus adds when it scrapes (Kubernetes service discovery, static configs).
-TARGET_LABELS = frozenset({'namespace', 'pod', 'job', 'instance', 'service', 'container', 'endpoint'})
 # What the packaging issue asks alerts for, by the alert that covers it.
 REQUIRED = {
     'budget at 80%': 'AgentgovBudgetAt80Percent',

@@ -407,15 +407,20 @@ def _known_model(model_state: StandInModel, body: Mapping[str, object]) -> web.R
     return None
 
 
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    model_state = request.app[STATE]
+async def _admit_costly(request: web.Request, model_state: StandInModel) -> dict[str, object] | web.Response:
+    """A completion or embedding request admitted (key, latency, failures, JSON) for a known model."""
     body = await _admit(request, model_state, costly=True)
     if isinstance(body, web.Response):
         return body
     assert isinstance(body, dict)
-    refused = _known_model(model_state, body)
-    if refused is not None:
-        return refused
+    return _known_model(model_state, body) or body
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    model_state = request.app[STATE]
+    body = await _admit_costly(request, model_state)
+    if isinstance(body, web.Response):
+        return body
     try:
         completion = complete(body, name=model_state.config.name, id=model_state.next_id("chatcmpl"),
                               created=int(time.time()))
@@ -442,13 +447,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def embeddings(request: web.Request) -> web.Response:
     model_state = request.app[STATE]
-    body = await _admit(request, model_state, costly=True)
+    body = await _admit_costly(request, model_state)
     if isinstance(body, web.Response):
         return body
-    assert isinstance(body, dict)
-    refused = _known_model(model_state, body)
-    if refused is not None:
-        return refused
     try:
         return web.json_response(embed(body, model_state.config.embedding_dimensions))
     except InvalidRequest as e:

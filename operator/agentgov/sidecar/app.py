@@ -60,7 +60,7 @@ from agentgov.sidecar.context import (
     AGENT_SESSION, AUDIT, BREAKERS, BUDGETS, CACHE, EGRESS, EXECUTIONS, JWKS, METRICS, MODEL_SESSION, POLICY, REDIS,
     SETTINGS, AppState, EgressState, RedisLink, main_app,
 )
-from agentgov.sidecar.errors import InternalError, MethodNotAllowed, NotFound, SidecarError
+from agentgov.sidecar.errors import ConfigError, InternalError, MethodNotAllowed, NotFound, SidecarError
 from agentgov.sidecar.executions import ExecutionStore
 from agentgov.sidecar.handlers import (
     agent_handler, health_handler, metrics_handler, mint_token_handler, ready_handler,
@@ -360,15 +360,16 @@ def egress_ctx_for(spend_store: SpendStore | None) -> Callable[[web.Application]
             if result.snapshot is None:
                 return
             bundle = result.snapshot.bundle
-            for kind, name in breakers.configure(wanted_breakers(bundle)):
+            wanted = wanted_breakers(bundle)
+            for kind, name in breakers.configure(wanted):
                 metrics.breaker_state.remove(kind, name)
-            for (kind, name) in wanted_breakers(bundle):
+            for (kind, name) in wanted:
                 found = breakers.find(kind, name)
                 if found is not None:
                     metrics.set_breaker(kind, name, found.state)
             try:
                 cache.configure(bundle.cache)
-            except Exception as e:  # an unusable size keeps the previous cache policy
+            except ConfigError as e:  # an unusable size keeps the previous cache policy
                 log.error("cache policy not applied: %s", e)
 
         follow(ReloadResult(snapshot, None))

@@ -36,11 +36,13 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Final, Literal
 
 from agentgov.api import spendstore
@@ -194,8 +196,10 @@ def price_of(model: str, pricing: Mapping[str, Price]) -> Price | None:
     return None
 
 
-def shipped_pricing() -> dict[str, Price]:
-    return {m: Price(input_per_1k=i, output_per_1k=o) for m, (i, o) in DEFAULT_PRICING_PER_1K.items()}
+@functools.cache
+def shipped_pricing() -> Mapping[str, Price]:
+    """The shipped price list as Price models, built once (every model call is priced)."""
+    return MappingProxyType({m: Price(input_per_1k=i, output_per_1k=o) for m, (i, o) in DEFAULT_PRICING_PER_1K.items()})
 
 
 def ceiling_price(pricing: Mapping[str, Price]) -> Price:
