@@ -28,6 +28,7 @@ TESTDATA = pathlib.Path(__file__).resolve().parent / 'harness' / 'testdata'
 
 from harness.apiserver import ApiServer
 from harness.redis import RedisServer
+from harness.moto import ACCESS_KEY_ID as moto_access_key, REGION as moto_region, SECRET_ACCESS_KEY as moto_secret_key, MotoServer
 
 WIDGETS = '/apis/harness.test/v1/namespaces/default/widgets'
 GADGETS = '/apis/harness.test/v1/gadgets'
@@ -140,6 +141,28 @@ def private_redis(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope='session')
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One real moto server per test session (per xdist worker): AWS APIs for boto3."""
+    server = MotoServer(tmp_path_factory.mktemp('moto'))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def aws_endpoint(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The shared moto server, emptied for this test; boto3 in this process gets fake
+    credentials and a region from the environment (never a real account's)."""
+    moto_server.reset()
+    monkeypatch.setenv('AWS_ACCESS_KEY_ID', moto_access_key)
+    monkeypatch.setenv('AWS_SECRET_ACCESS_KEY', moto_secret_key)
+    monkeypatch.setenv('AWS_DEFAULT_REGION', moto_region)
+    for name in ('AWS_PROFILE', 'AWS_SESSION_TOKEN', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE'):
+        monkeypatch.delenv(name, raising=False)
+    return moto_server.url
 
 
 @pytest.fixture()
