@@ -19,8 +19,10 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 # ---------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS builder
 # Optional extras baked in: `otel` makes the sidecar export traces when OTEL_EXPORTER_OTLP_ENDPOINT
-# is set (the operator passes AGENTGOV_OTLP_ENDPOINT on); empty for the smallest image.
-ARG EXTRAS=otel
+# is set (the operator passes AGENTGOV_OTLP_ENDPOINT on); `vault`, `aws`, `azure` are the secret
+# providers the operator reads spec.secrets through (`aws` also the S3 audit sink). Drop the
+# ones you do not use for a smaller image (`--build-arg EXTRAS=otel,vault`); empty for the smallest.
+ARG EXTRAS=otel,vault,aws,azure
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
