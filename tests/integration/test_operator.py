@@ -279,6 +279,16 @@ def test_an_agent_becomes_ready_with_valid_children_and_a_second_reconcile_write
     assert writes == [] and apiserver_in_thread.resource_version == version
 
 
+def test_a_reconcile_that_writes_children_posts_a_normal_reconciled_event_naming_them(operator: Api) -> None:
+    # settings.posting.level is WARNING; kopf.info() would post nothing at that level.
+    create_examples(operator, with_secrets=True)
+    events = wait_for(lambda: [e for e in events_of(operator, AGENT) if e.get("reason") == "Reconciled"],
+                      what="a Reconciled event")
+    assert events[0]["type"] == "Normal"
+    assert f"Deployment/{AGENT} created" in events[0]["message"]
+    assert "canary" not in json.dumps(events)
+
+
 def test_a_child_deleted_or_edited_by_hand_is_restored(operator: Api) -> None:
     create_examples(operator, with_secrets=True)
     owned = wait_for(lambda: children(operator), lambda c: f"Service/{AGENT}" in c, what="the Service")

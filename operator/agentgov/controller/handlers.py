@@ -252,7 +252,10 @@ async def _reconcile_locked(body: Mapping[str, Any], memo: kopf.Memo, logger: ko
             metrics.CHILD_WRITES.labels(kind=key.split("/")[0], change=change).inc()
     changed = {k: v for k, v in result.changes.items() if v != "unchanged"}
     if changed:
-        kopf.info(cast(kopf.Body, body), reason="Reconciled", message=", ".join(f"{k} {v}" for k, v in sorted(changed.items())))
+        # kopf.event, not kopf.info: settings.posting.level (WARNING, to keep kopf's own log
+        # lines out of Events) makes kopf.info a no-op.
+        kopf.event(cast(kopf.Body, body), type="Normal", reason="Reconciled",
+                   message=", ".join(f"{k} {v}" for k, v in sorted(changed.items())))
     if result.outcome.phase == "Stalled" and result.status_written:
         kopf.warn(cast(kopf.Body, body), reason=result.outcome.reason, message=result.outcome.message)
     logger.debug("reconciled: %s (%s)", result.outcome.phase, result.outcome.reason)
