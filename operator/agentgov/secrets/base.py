@@ -64,6 +64,16 @@ class SecretError(Exception):
         where = str(locator) if locator is not None else (provider or "secrets")
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Picklable (errors cross process pools and test workers): rebuilt from its fields.
+        return (_rebuild_error, (type(self), self.locator, self.message, self.provider))
+
+
+def _rebuild_error(
+    cls: type[SecretError], locator: SecretLocator | None, message: str, provider: ProviderKind | None
+) -> SecretError:
+    return cls(locator, message, provider=provider)
+
 
 class SecretNotFound(SecretError):
     """The path, the version or the key does not exist (the message says which)."""
