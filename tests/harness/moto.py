@@ -70,6 +70,19 @@ class MotoServer:
         with urllib.request.urlopen(request, timeout=10):
             pass
 
+    def enforce_iam(self, enforce: bool = True) -> None:
+        """Turn moto's IAM enforcement on (signatures checked, access keys looked up among the IAM
+        users' keys, their policies applied to every action) or off again. Moto's own switch for a
+        running server (``/moto-api/reset-auth``, what INITIAL_NO_AUTH_ACTION_COUNT sets at start):
+        set up users, keys and secrets with enforcement off, then turn it on. Not reset by
+        ``reset()``, so use it on a server of the test's own, not the session's shared one."""
+        # Not form-encoded (urllib's default): moto reads the raw body, which form parsing would eat.
+        request = urllib.request.Request(self.url + '/moto-api/reset-auth', method='POST',
+                                         data=b'0' if enforce else b'inf',
+                                         headers={'Content-Type': 'text/plain'})
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
     def pause(self) -> None:
         """SIGSTOP: the port stays open, nothing answers."""
         assert self.process is not None
