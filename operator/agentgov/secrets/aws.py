@@ -46,7 +46,7 @@ from agentgov.secrets.base import (
     require_extra,
 )
 from agentgov.secrets.config import AwsSettings
-from agentgov.secrets.kubernetes import clipped_locator, key_list, shown
+from agentgov.secrets.base import clipped_locator, key_list, shown
 
 # Secrets Manager's limits: a SecretId (name or ARN) is 1-2048 characters, a SecretString at
 # most 65536 bytes, a VersionId 32-64 characters.

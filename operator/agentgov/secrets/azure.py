@@ -60,7 +60,7 @@ from agentgov.secrets.base import (
     require_extra,
 )
 from agentgov.secrets.config import AzureSettings
-from agentgov.secrets.kubernetes import clipped_locator, shown
+from agentgov.secrets.base import clipped_locator, shown
 
 # Key Vault's naming rules: a vault name is 3-24 letters, digits and single hyphens, starting with
 # a letter and not ending with a hyphen; a secret name is 1-127 letters, digits and hyphens. A

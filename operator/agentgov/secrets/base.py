@@ -7,6 +7,7 @@ Nothing here does I/O. A ``SecretValue`` never shows its value in ``repr`` or ``
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 import secrets as _random
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -51,6 +52,36 @@ class SecretValue:
         return f"SecretValue(version={self.version!r}, value=<redacted>)"
 
 
+def shown(text: str, limit: int = 64) -> str:
+    """A name given by a user, as it may appear in a message: quoted, control characters escaped,
+    at most ``limit`` characters of it (hostile or oversized input must not flood a log line)."""
+    clipped = text[:limit]
+    quoted = repr(clipped)
+    return quoted + (f"... ({len(text)} characters)" if len(text) > limit else "")
+
+
+def key_list(keys: Iterable[str], limit: int = 20) -> str:
+    """Key names for a "not found" message: sorted, bounded; never values."""
+    names = sorted(keys)
+    if not names:
+        return "it has no keys"
+    listed = ", ".join(name if len(name) <= 64 and name.isprintable() else shown(name) for name in names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"keys: {listed}{more}"
+
+
+def clipped_locator(locator: SecretLocator, limit: int = 64) -> SecretLocator:
+    """The locator as an error may name it: parts that are oversized or not printable are
+    shortened and escaped (``SecretError`` prints its locator verbatim)."""
+
+    def clip(part: str | None) -> str | None:
+        if part is None or (len(part) <= limit and part.isprintable()):
+            return part
+        return shown(part, limit)
+
+    return SecretLocator(locator.provider, clip(locator.path) or "", clip(locator.key))
+
+
 class SecretError(Exception):
     """A provider could not give or write a value. ``str()`` names the provider, the locator and
     what went wrong; never a value, never a token, never an SDK's response body."""
@@ -61,7 +92,7 @@ class SecretError(Exception):
         self.locator = locator
         self.provider: ProviderKind | None = locator.provider if locator is not None else provider
         self.message = message
-        where = str(locator) if locator is not None else (provider or "secrets")
+        where = str(clipped_locator(locator)) if locator is not None else (provider or "secrets")
         super().__init__(f"{where}: {message}")
 
     def __reduce__(self) -> tuple[object, ...]:

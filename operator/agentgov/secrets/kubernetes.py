@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 from agentgov.secrets.base import (
@@ -34,6 +34,9 @@ from agentgov.secrets.base import (
     SecretProviderMisconfigured,
     SecretProviderUnavailable,
     SecretValue,
+    clipped_locator,
+    key_list,
+    shown,
 )
 
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -57,36 +60,6 @@ class SecretsApi(Protocol):
 
 
 # ---- how a provider names user input in its messages (the Vault provider uses these too) ----
-
-
-def shown(text: str, limit: int = 64) -> str:
-    """A name given by a user, as it may appear in a message: quoted, control characters escaped,
-    at most ``limit`` characters of it (hostile or oversized input must not flood a log line)."""
-    clipped = text[:limit]
-    quoted = repr(clipped)
-    return quoted + (f"... ({len(text)} characters)" if len(text) > limit else "")
-
-
-def key_list(keys: Iterable[str], limit: int = 20) -> str:
-    """Key names for a "not found" message: sorted, bounded; never values."""
-    names = sorted(keys)
-    if not names:
-        return "it has no keys"
-    listed = ", ".join(name if len(name) <= 64 and name.isprintable() else shown(name) for name in names[:limit])
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return f"keys: {listed}{more}"
-
-
-def clipped_locator(locator: SecretLocator, limit: int = 64) -> SecretLocator:
-    """The locator as an error may name it: parts that are oversized or not printable are
-    shortened and escaped (``SecretError`` prints its locator verbatim)."""
-
-    def clip(part: str | None) -> str | None:
-        if part is None or (len(part) <= limit and part.isprintable()):
-            return part
-        return shown(part, limit)
-
-    return SecretLocator(locator.provider, clip(locator.path) or "", clip(locator.key))
 
 
 class KubernetesProvider:

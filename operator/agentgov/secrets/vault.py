@@ -63,7 +63,7 @@ from agentgov.secrets.base import (
     require_extra,
 )
 from agentgov.secrets.config import VaultSettings
-from agentgov.secrets.kubernetes import clipped_locator, key_list, shown
+from agentgov.secrets.base import clipped_locator, key_list, shown
 
 log = logging.getLogger(__name__)
 
