@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from pathlib import Path
@@ -156,15 +157,40 @@ def _cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
-    from agentgov.sidecar.commands import verify_audit
+    from agentgov.audit.commands import verify
 
-    return verify_audit(args.file, args.head)
+    return verify(args.file, head=args.head, public_keys=args.public_key, copies=args.copy,
+                  start_seq=args.start_seq, start_hash=args.start_hash)
+
+
+def _cmd_audit_search(args: argparse.Namespace) -> int:
+    from agentgov.audit.commands import ElasticsearchOptions, search
+
+    elasticsearch = ElasticsearchOptions(
+        args.elasticsearch, args.es_index_prefix, args.es_username, args.es_password_file, args.es_api_key_file,
+        args.es_ca_file) if args.elasticsearch else None
+    return search(args.file, users=args.user, types=args.type, agents=args.agent, results=args.result,
+                  since=args.since, until=args.until, output=args.output, limit=args.limit, order=args.order,
+                  elasticsearch=elasticsearch)
 
 
 def _cmd_usage(args: argparse.Namespace) -> int:
     from agentgov.sidecar.usage import usage_command
 
     return usage_command(user=args.user, days=args.days, redis_url=args.redis_url, output=args.output)
+
+
+def _cmd_secrets_request(args: argparse.Namespace) -> int:
+    from agentgov.controller.secrets_cli import request
+
+    return request(args.secrets_command, args.agent, args.namespace, args.secret, args.timeout, not args.no_wait,
+                   sys.stdout, sys.stderr)
+
+
+def _cmd_secrets_status(args: argparse.Namespace) -> int:
+    from agentgov.controller.secrets_cli import show_status
+
+    return show_status(args.agent, args.namespace, args.output, sys.stdout, sys.stderr)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -316,22 +342,69 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--team", help="team claim, for team budgets")
     token_create.set_defaults(func=_cmd_token_create)
 
-    audit = commands.add_parser("audit", help="the sidecar's tamper-evident audit log")
+    audit = commands.add_parser("audit", help="the tamper-evident audit logs of the sidecars and the operator")
     audit_commands = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     audit_verify = audit_commands.add_parser(
         "verify",
-        help="check an audit log's hash chain",
-        description="Recompute every record's hash and the links between records. Exits 1 and names the line "
-        "and seq of each edited, deleted, reordered, duplicated or truncated record; records missing at the "
-        "end are found against the head file the sidecar keeps next to the log (FILE.head).",
+        help="check an audit log's hash chain and signed digests, rotated files and sink copies included",
+        description="Recompute every record's hash and the links between records, across the rotated files "
+        "(FILE.000000000000, ...) and from the anchor left by retention pruning, and check every signed digest. "
+        "Names the file, line and seq of each edited, deleted, reordered, duplicated or truncated record, each "
+        "deleted digest (by the range it covered), forged signature, range re-signed with a key that is not "
+        "pinned, and records altered after they were signed. Records missing at the end are found against the "
+        "head file (FILE.head). Exit 0: intact; 1: tampering found; 2: a usage or read error.",
         epilog="examples:\n"
-        "  agentgov audit verify /var/log/agentgov/audit.jsonl\n"
+        "  agentgov audit verify /var/log/agentgov/audit.jsonl --public-key audit-digest.pub.pem\n"
+        "  agentgov audit verify --copy ./s3-export --public-key audit-digest.pub.pem\n"
         "  agentgov audit verify copy.jsonl --head copy.jsonl.head",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    audit_verify.add_argument("file", metavar="FILE", help="the audit log (JSON lines)")
+    audit_verify.add_argument("file", metavar="FILE", nargs="?", help="the audit log (the active JSON lines file)")
     audit_verify.add_argument("--head", metavar="PATH", help="the head file (default: FILE.head, if present)")
+    audit_verify.add_argument("--public-key", metavar="PEM", action="append", default=[],
+                              help="a pinned public key digests must verify with (repeatable: old and new keys)")
+    audit_verify.add_argument("--copy", metavar="DIR", action="append", default=[],
+                              help="a directory of sink copies (.jsonl, .jsonl.gz: S3 objects, an Elasticsearch "
+                              "export) to verify the same way (repeatable)")
+    audit_verify.add_argument("--start-seq", metavar="SEQ", type=int,
+                              help="copies: the seq the sink started from, when it began after the log")
+    audit_verify.add_argument("--start-hash", metavar="HASH", help="copies: the prev_hash of that first record")
     audit_verify.set_defaults(func=_cmd_audit_verify)
+    audit_search = audit_commands.add_parser(
+        "search",
+        help="find audit records by user, type, agent, result and time",
+        description="Stream the records of an audit log (rotated files included) that match every filter given "
+        "(a filter given twice matches either value), newest first unless --order oldest. --type takes a type, "
+        "a glob (agent.*) or a dotted name that also finds the sidecar's records of that meaning: "
+        "permission.denied, authentication.failed, budget.denied, budget.alert, secret.accessed.",
+        epilog="examples:\n"
+        "  agentgov audit search /var/log/agentgov/audit.jsonl --type permission.denied --since 24h\n"
+        "  agentgov audit search operator-audit.jsonl --type 'agent.*' --user kubectl-client-side-apply -o jsonl\n"
+        "  agentgov audit search audit.jsonl --since 2026-01-31 --until 2026-02-01T12:00:00Z --limit 20\n"
+        "  agentgov audit search --elasticsearch https://es.example:9200 --es-api-key-file key --user alice",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    audit_search.add_argument("file", metavar="FILE", nargs="?", help="the audit log (the active JSON lines file)")
+    audit_search.add_argument("--user", action="append", default=[], help="user (or a glob)")
+    audit_search.add_argument("--type", action="append", default=[], help="event type, glob or dotted alias")
+    audit_search.add_argument("--agent", action="append", default=[], help="agent namespace/name (or a glob)")
+    audit_search.add_argument("--result", action="append", default=[],
+                              choices=("success", "failure", "allowed", "denied", "started"), help="result")
+    audit_search.add_argument("--since", help="from: 24h, 30m, 7d (before now) or an ISO 8601 date/time")
+    audit_search.add_argument("--until", help="to: the same forms as --since")
+    audit_search.add_argument("-o", "--output", choices=("table", "jsonl"), default="table",
+                              help="a table or the records as JSON lines (default: %(default)s)")
+    audit_search.add_argument("--limit", type=int, metavar="N", help="stop after N records")
+    audit_search.add_argument("--order", choices=("newest", "oldest"), default="newest",
+                              help="newest first or oldest first (default: %(default)s)")
+    audit_search.add_argument("--elasticsearch", metavar="URL",
+                              help="search the Elasticsearch/OpenSearch audit sink instead of a file")
+    audit_search.add_argument("--es-index-prefix", metavar="PREFIX", help="the sink's index prefix (default: the sink's)")
+    audit_search.add_argument("--es-username", metavar="NAME", help="basic authentication user (with --es-password-file)")
+    audit_search.add_argument("--es-password-file", metavar="PATH", help="a file holding the password")
+    audit_search.add_argument("--es-api-key-file", metavar="PATH", help="a file holding an API key (encoded form)")
+    audit_search.add_argument("--es-ca-file", metavar="PATH", help="CA bundle for the cluster's certificate")
+    audit_search.set_defaults(func=_cmd_audit_search)
 
     usage = commands.add_parser(
         "usage",
@@ -372,6 +445,59 @@ def build_parser() -> argparse.ArgumentParser:
                       help="environment variable holding the --upstream API key (default: %(default)s)")
     demo.add_argument("--workdir", metavar="DIR", help="keep the demo's bundle, secrets and audit log here")
     demo.set_defaults(func=_cmd_demo)
+
+    # --- secrets: rotation and refresh of an agent's Vault/AWS/Azure secrets, through the operator
+    secrets_parser = commands.add_parser(
+        "secrets",
+        help="rotate, re-read and inspect an agent's Vault, AWS and Azure secrets",
+        description="Ask the operator to rotate or re-read the secrets an AgentDeployment takes from Vault, AWS "
+        "Secrets Manager or Azure Key Vault (materialised into the Secret <agent>-secrets), and show where each one "
+        "stands. Uses the current kubeconfig (or the pod's service account); never shows a value.",
+    )
+    secrets_commands = secrets_parser.add_subparsers(dest="secrets_command", metavar="ACTION", required=True)
+    for action, summary, what in (
+        ("rotate", "write a new random value for each secret at its source, then roll the pods",
+         "The operator writes a new random value as a new version at each secret's source (every Vault, AWS and "
+         "Azure entry of spec.secrets, or those named with --secret), re-reads it into <agent>-secrets and the pods "
+         "roll. Prints what was rotated and the new versions; exits 1 if any failed (with the reason), 2 on a usage "
+         "error (no such agent, no such secret)."),
+        ("refresh", "re-read each secret from its source now (a changed value rolls the pods)",
+         "The operator re-reads each secret (every Vault, AWS and Azure entry of spec.secrets, or those named with "
+         "--secret) now instead of at its refreshInterval; a changed value updates <agent>-secrets and rolls the "
+         "pods. Exits 1 if any read failed, 2 on a usage error."),
+    ):
+        command = secrets_commands.add_parser(
+            action, help=summary,
+            description=textwrap.fill(what + " Works by setting the annotation agentgov.io/" + action + "-secrets "
+                                      "with a fresh request id and waiting until the AgentDeployment's status "
+                                      "records it.", 100),
+            epilog="examples:\n"
+            f"  agentgov secrets {action} research-assistant -n research\n"
+            f"  agentgov secrets {action} research-assistant -n research --secret SEARCH_API_KEY\n"
+            f"  agentgov secrets {action} research-assistant --no-wait        return once requested",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_argument("agent", metavar="AGENT", help="the AgentDeployment's name")
+        command.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
+        command.add_argument("--secret", action="append", default=[], metavar="NAME",
+                             help="only this entry of spec.secrets (repeatable; default: all Vault/AWS/Azure ones)")
+        command.add_argument("--timeout", type=float, default=120.0,
+                             help="seconds to wait for the operator (default: %(default)s)")
+        command.add_argument("--no-wait", action="store_true", help="set the request and return")
+        command.set_defaults(func=_cmd_secrets_request)
+    secrets_status = secrets_commands.add_parser(
+        "status", help="each secret's source, version, last read and rotation, and what failed",
+        description="A table of the AgentDeployment's status.secrets (source, version, when last read and rotated, "
+        "and the reason a read failed), the SecretsSynced condition and the last rotation and refresh requests.",
+        epilog="examples:\n  agentgov secrets status research-assistant -n research\n"
+        "  agentgov secrets status research-assistant -n research -o json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    secrets_status.add_argument("agent", metavar="AGENT", help="the AgentDeployment's name")
+    secrets_status.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
+    secrets_status.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                                help="table (default) or json")
+    secrets_status.set_defaults(func=_cmd_secrets_status)
     return parser
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from agentgov.demo.scenario import DemoOptions, run_demo
-from agentgov.sidecar.audit import verify_chain
+from agentgov.audit.chain import verify_chain
 
 
 async def test_demo_runs_every_step_as_expected(tmp_path: Path) -> None:

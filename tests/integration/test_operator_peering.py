@@ -169,7 +169,8 @@ def test_two_replicas_one_reconciles_the_other_stands_by_and_takes_over_when_it_
         assert any(r.method == "POST" and str(r.url.path) == DEPLOYMENTS for r in work)
         # Its log says it handled the agent's creation (a policy's event may have reconciled the
         # agent first: the creation handler's own line can come later); the standby's never names it.
-        wait_for(serving.output, lambda out: f"[{NS}/{AGENT}] Creation is processed: 1 succeeded" in out,
+        # (two creation handlers: the reconcile and the audit record)
+        wait_for(serving.output, lambda out: f"[{NS}/{AGENT}] Creation is processed: 2 succeeded; 0 failed" in out,
                  what="the serving replica's log of the agent's creation", timeout=30)
         assert AGENT not in standby.output(), logs(replicas)
 

@@ -13,7 +13,7 @@ import pytest
 from agentgov.api.agentdeployment import Audit
 from agentgov.api.bundle import BundleModelRoute, SecretFile, canonical_json
 from agentgov.cli import main
-from agentgov.sidecar.audit import verify_chain
+from agentgov.audit.chain import verify_chain
 from agentgov.sidecar.context import AUDIT
 from harness.waiting import async_wait_for
 from sidecar_support import (

@@ -399,6 +399,8 @@ def test_no_role_uses_a_wildcard_or_escalates(source: str) -> None:
             assert resource not in ("roles", "rolebindings", "clusterroles", "clusterrolebindings", "pods/exec")
 
 
-def test_the_operator_never_writes_secrets_and_only_reads_them_by_name() -> None:
+def test_the_operator_reads_secrets_by_name_and_writes_only_by_create_and_patch() -> None:
+    # get: Secrets the pods reference (their versions roll the pods); create/patch: the
+    # `<agent>-secrets` Secret the secrets sync materialises. Never list, watch or delete.
     permissions = derived_permissions(namespaced=False, replicas=1)
-    assert {v for g, r, v in permissions if r == "secrets"} == {"get"}
+    assert {v for g, r, v in permissions if r == "secrets"} == {"get", "create", "patch"}

@@ -9,7 +9,7 @@ import pytest
 from agentgov.api.bundle import BundleModelRoute, SecretFile, canonical_json
 from agentgov.sidecar.bundle_loader import PolicySnapshot, build_snapshot
 from agentgov.sidecar.errors import ConfigError
-from agentgov.sidecar.redact import REDACTED
+from agentgov.audit.redact import REDACTED
 from agentgov.sidecar.settings import ENV_VARIABLES, Settings, settings_from_env
 from sidecar_support import HMAC_SECRET, make_bundle, private_pem, public_pem, rsa_key
 

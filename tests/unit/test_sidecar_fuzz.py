@@ -9,12 +9,12 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentgov.sidecar.audit import verify_lines
+from agentgov.audit.chain import verify_lines
 from agentgov.sidecar.auth import AuthPolicy, Identity, bearer_token, parse_jws, verify
 from agentgov.sidecar.errors import AuthError
 from agentgov.sidecar.headers import client_address, request_headers_for_agent, response_headers_for_client
 from agentgov.sidecar.keys import parse_key_file
-from agentgov.sidecar.redact import Redactor
+from agentgov.audit.redact import Redactor
 from agentgov.sidecar.settings import parse_trusted_proxies
 from sidecar_support import AUDIENCE, HMAC_SECRET, ISSUER, b64url, public_pem, rsa_key
 

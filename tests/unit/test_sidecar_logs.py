@@ -6,7 +6,7 @@ import json
 import logging
 
 from agentgov.sidecar.logs import JsonFormatter, annotate, context, formatter, request_scope
-from agentgov.sidecar.redact import RedactingFilter
+from agentgov.audit.redact import RedactingFilter
 
 
 def record(message: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:

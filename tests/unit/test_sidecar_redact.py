@@ -1,4 +1,4 @@
-"""Redaction (agentgov.sidecar.redact): credentials by key name at any depth and by value pattern
+"""Redaction (agentgov.audit.redact): credentials by key name at any depth and by value pattern
 anywhere, the mounted secrets' values, exception messages, log records; counters stay readable."""
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from agentgov.sidecar.audit import AuditEvent, AuditPolicy, build_record, canonical
-from agentgov.sidecar.redact import REDACTED, RedactingFilter, Redactor, is_sensitive_key
+from agentgov.audit.record import AuditEvent, AuditPolicy, build_record, canonical
+from agentgov.audit.redact import REDACTED, RedactingFilter, Redactor, is_sensitive_key
 from sidecar_support import secret_fragments, seeded_secrets
 
 SEEDED = seeded_secrets()

@@ -144,10 +144,11 @@ Namespaced rules: cluster-wide in the ClusterRole, or in a Role per watched name
 - apiGroups: [networking.k8s.io]
   resources: [ingresses, networkpolicies]
   verbs: [get, create, patch, delete]
-# The Secrets an agent references: read for their resourceVersion (a change rolls the pods).
+# The Secrets an agent references: read for their resourceVersion (a change rolls the pods);
+# <agent>-secrets, the values of its Vault/AWS/Azure secrets: created and patched by the sync.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, create, patch]
 # Events: Reconciled, Stalled reasons, budget alerts, kopf's handler errors.
 - apiGroups: [""]
   resources: [events]
@@ -178,3 +179,132 @@ Namespaced rules: cluster-wide in the ClusterRole, or in a Role per watched name
   verbs: [list, watch, patch]
 {{- end }}
 {{- end }}
+
+{{/*
+Secret providers (secretProviders): the operator's AGENTGOV_VAULT_, _AWS_ and _AZURE_ variables and
+the Secrets it mounts as credential files. Credentials are only ever files from a Secret of the
+release namespace (or workload identity); never an environment value. Each mounted Secret is a
+(volume, Secret, key, file) row, so env, volumes and mounts come from one list.
+*/}}
+{{- define "agentgov.providerFiles" -}}
+{{- $p := .Values.secretProviders }}
+{{- $rows := list }}
+{{- if and $p.vault.address $p.vault.tokenSecret.name }}
+{{- $rows = append $rows (list "vault-token" $p.vault.tokenSecret.name $p.vault.tokenSecret.key "AGENTGOV_VAULT_TOKEN_FILE") }}
+{{- end }}
+{{- if and $p.vault.address $p.vault.caSecret.name }}
+{{- $rows = append $rows (list "vault-ca" $p.vault.caSecret.name $p.vault.caSecret.key "AGENTGOV_VAULT_CA_FILE") }}
+{{- end }}
+{{- if and $p.aws.region $p.aws.credentialsSecret.name }}
+{{- $rows = append $rows (list "aws-credentials" $p.aws.credentialsSecret.name $p.aws.credentialsSecret.key "AGENTGOV_AWS_CREDENTIALS_FILE") }}
+{{- end }}
+{{- if and $p.azure.credential $p.azure.clientSecretSecret.name }}
+{{- $rows = append $rows (list "azure-client-secret" $p.azure.clientSecretSecret.name $p.azure.clientSecretSecret.key "AGENTGOV_AZURE_CLIENT_SECRET_FILE") }}
+{{- end }}
+{{- if and $p.azure.credential $p.azure.caSecret.name }}
+{{- $rows = append $rows (list "azure-ca" $p.azure.caSecret.name $p.azure.caSecret.key "AGENTGOV_AZURE_CA_FILE") }}
+{{- end }}
+{{- toJson $rows }}
+{{- end }}
+
+{{/* Where a provider's credential file is mounted: one folder per mounted Secret. */}}
+{{- define "agentgov.providerFilePath" -}}
+/etc/agentgov/providers/{{ index . 0 }}/{{ index . 2 }}
+{{- end }}
+
+{{- define "agentgov.providerEnv" -}}
+{{- $p := .Values.secretProviders }}
+- name: AGENTGOV_SECRETS_TIMEOUT_SECONDS
+  value: {{ $p.timeoutSeconds | quote }}
+{{- with $p.vault }}
+{{- if .address }}
+{{- if and (eq .auth "kubernetes") (not .role) }}
+{{- fail "secretProviders.vault.role is required with secretProviders.vault.auth=kubernetes: the Vault role bound to the operator's service account" }}
+{{- end }}
+{{- if and (eq .auth "token") (not .tokenSecret.name) }}
+{{- fail "secretProviders.vault.tokenSecret.name is required with secretProviders.vault.auth=token: a Secret holding the token" }}
+{{- end }}
+- name: AGENTGOV_VAULT_ADDR
+  value: {{ .address | quote }}
+- name: AGENTGOV_VAULT_MOUNT
+  value: {{ .mount | quote }}
+{{- with .namespace }}
+- name: AGENTGOV_VAULT_NAMESPACE
+  value: {{ . | quote }}
+{{- end }}
+- name: AGENTGOV_VAULT_AUTH
+  value: {{ .auth | quote }}
+{{- with .role }}
+- name: AGENTGOV_VAULT_ROLE
+  value: {{ . | quote }}
+{{- end }}
+- name: AGENTGOV_VAULT_AUTH_MOUNT
+  value: {{ .authMount | quote }}
+{{- end }}
+{{- end }}
+{{- with $p.aws }}
+{{- if .region }}
+- name: AGENTGOV_AWS_REGION
+  value: {{ .region | quote }}
+{{- with .endpointUrl }}
+- name: AGENTGOV_AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- with $p.azure }}
+{{- if .credential }}
+{{- if and (eq .credential "client_secret") (not (and .tenantId .clientId .clientSecretSecret.name)) }}
+{{- fail "secretProviders.azure.credential=client_secret needs secretProviders.azure.tenantId, clientId and clientSecretSecret.name" }}
+{{- end }}
+- name: AGENTGOV_AZURE_CREDENTIAL
+  value: {{ .credential | quote }}
+- name: AGENTGOV_AZURE_VAULT_URL_TEMPLATE
+  value: {{ .vaultUrlTemplate | quote }}
+{{- with .tenantId }}
+- name: AGENTGOV_AZURE_TENANT_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- with .clientId }}
+- name: AGENTGOV_AZURE_CLIENT_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- with .authority }}
+- name: AGENTGOV_AZURE_AUTHORITY
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range (include "agentgov.providerFiles" . | fromJsonArray) }}
+- name: {{ index . 3 }}
+  value: {{ include "agentgov.providerFilePath" . | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "agentgov.providerMounts" -}}
+{{- range (include "agentgov.providerFiles" . | fromJsonArray) }}
+- name: {{ index . 0 }}
+  mountPath: /etc/agentgov/providers/{{ index . 0 }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "agentgov.providerVolumes" -}}
+{{- range (include "agentgov.providerFiles" . | fromJsonArray) }}
+- name: {{ index . 0 }}
+  secret:
+    secretName: {{ index . 1 }}
+    items:
+      - key: {{ index . 2 }}
+        path: {{ index . 2 }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
+{{/* The TCP port of an http(s) URL: the one it names, else the scheme's. */}}
+{{- define "agentgov.urlPort" -}}
+{{- $url := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- if $port }}{{ $port }}{{ else if eq $url.scheme "http" }}80{{ else }}443{{ end }}
+{{- end }}
+

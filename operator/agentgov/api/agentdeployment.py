@@ -269,6 +269,73 @@ class Audit(Model):
     enabled: bool = Field(True, description="Write audit records (tamper-evident hash chain).")
     include_bodies: bool = Field(False, description="Record request and response bodies (may hold personal data).")
     retention_days: int = Field(365, ge=1, le=3650, description="Days records are kept.")
+    sinks: AuditSinks | None = Field(
+        None, description="Where copies of the audit log are shipped; the local file is always written first."
+    )
+
+
+# An http(s) URL without credentials, query or fragment (credentials come from Secrets).
+SinkUrl = Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s/@?#]+(/[^\s?#]*)?$")]
+ObjectLockMode = Literal["GOVERNANCE", "COMPLIANCE", "Off"]
+
+
+class ElasticsearchBasicAuth(Model):
+    """Basic authentication to Elasticsearch or OpenSearch."""
+
+    username: str = Field(min_length=1, max_length=256, pattern=r"^[^\s:]+$", description="The user records are written as.")
+    password_secret_ref: SecretKeyRef = Field(description="Secret key holding the user's password.")
+
+
+class ElasticsearchAuditSink(Model):
+    """Elasticsearch or OpenSearch: one document per record (its id the record's hash), one index per day."""
+
+    url: SinkUrl = Field(description="Base URL of the cluster, e.g. https://es.example:9200; never with credentials.")
+    index_prefix: str = Field(
+        "agentgov-audit", min_length=1, max_length=100, pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        description="Records go to `<indexPrefix>-YYYY.MM.DD` (the record's UTC day); also the index template's name.",
+    )
+    basic_auth: ElasticsearchBasicAuth | None = Field(None, description="Basic authentication (or apiKeySecretRef).")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding an API key (its base64 `encoded` form), instead of basicAuth."
+    )
+    ca_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding the PEM CA bundle of the cluster's certificate; the system's CAs when absent."
+    )
+    flush_seconds: int = Field(5, ge=1, le=3600, description="Longest a record waits to share a bulk request with others.")
+
+
+class S3AuditSink(Model):
+    """S3 or an S3-compatible store: one gzipped JSON lines object per time window, object-locked when the bucket allows."""
+
+    bucket: str = Field(
+        min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="Bucket name."
+    )
+    prefix: str = Field(
+        "agentgov-audit", max_length=256, pattern=r"^([A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*)?$",
+        description="Key prefix: objects are `<prefix>/<namespace>/<agent>/<pod>/YYYY/MM/DD/<first seq>-<last seq>-<hash>.jsonl.gz`.",
+    )
+    region: str | None = Field(None, max_length=32, pattern=r"^[a-z0-9-]+$", description="AWS region of the bucket.")
+    endpoint: SinkUrl | None = Field(None, description="An S3-compatible endpoint or VPC endpoint; AWS's when absent.")
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Secret key holding an AWS shared-credentials file ([default] profile); the pod's identity "
+        "(IRSA, EKS pod identity) when absent.",
+    )
+    window_seconds: int = Field(300, ge=1, le=86400, description="One object per this many seconds of records (UTC-aligned).")
+    max_records: int = Field(10000, ge=1, le=100000, description="An object is closed early when it holds this many records.")
+    object_lock_mode: ObjectLockMode = Field(
+        "GOVERNANCE",
+        description="Retention set on each object (until the end of the latest `retain_until` day of its records) "
+        "when the bucket has Object Lock enabled; COMPLIANCE: nobody can shorten it; Off: the bucket's default rule only.",
+    )
+
+
+class AuditSinks(Model):
+    """Remote copies of the audit log. The local file is the spool: a sink that is down falls behind and catches up."""
+
+    stdout: bool = Field(False, description="Also write each record as a JSON line to the sidecar's standard output.")
+    elasticsearch: ElasticsearchAuditSink | None = Field(None, description="Ship records to Elasticsearch or OpenSearch.")
+    s3: S3AuditSink | None = Field(None, description="Ship records to S3 in batches per time window.")
 
 
 class NetworkPolicy(Model):
@@ -345,6 +412,49 @@ class AgentDeploymentSpec(Model):
     )
 
 
+SecretSyncReason = Literal["ProviderUnavailable", "PermissionDenied", "NotFound", "ProviderNotConfigured", "ProviderMisconfigured"]
+Timestamp = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
+SecretRequestId = Annotated[str, Field(max_length=80)]
+
+
+class SecretSyncStatus(Model):
+    """How one Vault, AWS or Azure entry of `spec.secrets` was last read. Never a value."""
+
+    name: EnvName = Field(description="The entry of `spec.secrets` (the variable name).")
+    source: str = Field(max_length=2400, description="Where it is read from: `vault:PATH#KEY`, `aws:NAME[#KEY]`, `azure:VAULT/NAME`.")
+    version: str | None = Field(None, max_length=256, description="The provider's version id of the value in `<agent>-secrets`.")
+    synced_at: Timestamp | None = Field(None, description="When the value was last read successfully.")
+    last_rotated_at: Timestamp | None = Field(None, description="When the operator last rotated it (wrote a new version).")
+    reason: SecretSyncReason | None = Field(None, description="Why the last read failed (absent after a good read).")
+    message: str | None = Field(None, max_length=4096, description="What failed, naming the provider and the source; never a value.")
+    failed_at: Timestamp | None = Field(None, description="When the last read failed (the next try backs off from here).")
+    failures: int | None = Field(None, ge=0, description="Failed reads in a row since the last good one.")
+
+
+class SecretRequestStatus(Model):
+    """Fields shared by the outcome of a rotation and of a refresh request."""
+
+    request: SecretRequestId = Field(description="The request id from the annotation (a digest of the value when it did not parse).")
+    result: Literal["Succeeded", "Failed", "Invalid"] = Field(description="Succeeded, Failed (see `failed`) or Invalid (nothing done).")
+    at: Timestamp = Field(description="When the request was handled.")
+    message: str | None = Field(None, max_length=4096, description="What went wrong, naming the annotation or the secrets.")
+    failed: list[EnvName] = Field(
+        default_factory=list, max_length=64, description="Secrets it could not do (why: their entry in `secrets`)."
+    )
+
+
+class SecretsRotationStatus(SecretRequestStatus):
+    """The last `agentgov.io/rotate-secrets` request handled (each request id is handled once)."""
+
+    rotated: list[EnvName] = Field(default_factory=list, max_length=64, description="Secrets given a new value.")
+
+
+class SecretsRefreshStatus(SecretRequestStatus):
+    """The last `agentgov.io/refresh-secrets` request handled (each request id is handled once)."""
+
+    refreshed: list[EnvName] = Field(default_factory=list, max_length=64, description="Secrets re-read from their source.")
+
+
 class AgentDeploymentStatus(ResourceStatus):
     """Observed state, written by the operator."""
 
@@ -356,4 +466,14 @@ class AgentDeploymentStatus(ResourceStatus):
     )
     budget_percent_used: int | None = Field(
         None, ge=0, description="Highest percent used among the agent's budgets."
+    )
+    secrets: list[SecretSyncStatus] | None = Field(
+        None, max_length=64, json_schema_extra=NAMED_LIST,
+        description="The Vault, AWS and Azure entries of `spec.secrets`, as last read into `<agent>-secrets`.",
+    )
+    secrets_rotation: SecretsRotationStatus | None = Field(
+        None, description="The last rotation requested with the `agentgov.io/rotate-secrets` annotation."
+    )
+    secrets_refresh: SecretsRefreshStatus | None = Field(
+        None, description="The last re-read requested with the `agentgov.io/refresh-secrets` annotation."
     )

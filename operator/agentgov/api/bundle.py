@@ -20,7 +20,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field
 
-from agentgov.api.agentdeployment import Audit, Cache, JwtAlgorithm
+from agentgov.api.agentdeployment import Audit, Cache, JwtAlgorithm, ObjectLockMode
 from agentgov.api.base import DataClass, Model
 from agentgov.api.defaults import Permission
 from agentgov.api.regionpolicy import Region, RoutingRule
@@ -138,6 +138,39 @@ class BundleSidecar(Model):
     upstream_timeout_seconds: int = Field(ge=1, description="Timeout of calls to the agent and models.")
 
 
+class BundleElasticsearchSink(Model):
+    """Where the sidecar ships audit records in Elasticsearch or OpenSearch."""
+
+    url: str = Field(description="Base URL of the cluster (no credentials in it).")
+    index_prefix: str = Field(description="Records go to `<indexPrefix>-YYYY.MM.DD`.")
+    username: str | None = Field(None, description="Basic authentication user.")
+    password_file: SecretFile | None = Field(None, description="Basic authentication password.")
+    api_key_file: SecretFile | None = Field(None, description="API key (base64 `encoded` form).")
+    ca_file: SecretFile | None = Field(None, description="PEM CA bundle of the cluster's certificate.")
+    flush_seconds: int = Field(ge=1, description="Longest a record waits to share a bulk request.")
+
+
+class BundleS3Sink(Model):
+    """Where the sidecar ships audit records in S3."""
+
+    bucket: str = Field(description="Bucket name.")
+    prefix: str = Field(description="Key prefix.")
+    region: str | None = Field(None, description="AWS region of the bucket.")
+    endpoint: str | None = Field(None, description="S3-compatible endpoint; AWS's when absent.")
+    credentials_file: SecretFile | None = Field(None, description="AWS shared-credentials file; the pod's identity when absent.")
+    window_seconds: int = Field(ge=1, description="One object per this many seconds of records.")
+    max_records: int = Field(ge=1, description="Most records in one object.")
+    object_lock_mode: ObjectLockMode = Field(description="Object Lock retention mode, when the bucket allows it.")
+
+
+class BundleAuditSinks(Model):
+    """Remote copies of the audit log (``spec.audit.sinks`` with credentials as mounted files)."""
+
+    stdout: bool = Field(False, description="JSON lines on standard output.")
+    elasticsearch: BundleElasticsearchSink | None = Field(None, description="Elasticsearch or OpenSearch.")
+    s3: BundleS3Sink | None = Field(None, description="S3.")
+
+
 class PolicyBundle(Model):
     """Everything one agent's sidecar enforces."""
 
@@ -156,7 +189,8 @@ class PolicyBundle(Model):
     routing_rules: list[RoutingRule] = Field(default_factory=list, description="Residency rules, shipped merged.")
     default_region: str | None = Field(None, description="Region when no rule applies.")
     cache: Cache = Field(description="Response cache settings.")
-    audit: Audit = Field(description="Audit settings.")
+    audit: Audit = Field(description="Audit settings (its `sinks` are never set here: see `auditSinks`).")
+    audit_sinks: BundleAuditSinks | None = Field(None, description="Where the audit log is shipped.")
     sidecar: BundleSidecar = Field(description="Ports and limits.")
 
 

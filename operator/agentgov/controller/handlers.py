@@ -19,6 +19,16 @@ comes from the configuration read at startup (a timer's interval is fixed at imp
 
 The login handler gives kopf the session it would build itself, traced so that
 ``liveness.WatchVitals`` sees the API server answer each watch.
+
+Secrets (``secretsync``): the reconcile syncs an agent's Vault, AWS and Azure secrets through
+one ``ProviderRegistry`` built at startup (closed at cleanup); the resync daemon also wakes when
+the earliest of them falls due; rotation and refresh requests arrive as annotations under
+``agentgov.io/``, which kopf leaves out of the diffs that fire update handlers, so an event
+handler watches for a request the status has not recorded yet.
+
+The operator's audit log (``audit_events``): agents' create and update causes and the watch
+events of agents and policies become audit records in their own handlers (id ``audit``), and a
+reconcile newly stalled by a data-class refusal becomes a ``permission.denied`` record.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+import json
 import logging
 import secrets
 import os
@@ -42,11 +53,14 @@ from redis.exceptions import RedisError
 from agentgov.api import spendstore
 from agentgov.api.agentbudget import AgentBudgetSpec
 from agentgov.api.resources import ManifestError, parse_object
-from agentgov.controller import budgetstatus, liveness, metrics
+from agentgov.controller import budgetstatus, liveness, metrics, secretsync
 from agentgov.controller import status as kstatus
+from agentgov.controller import audit_events
 from agentgov.controller.config import OperatorConfig
 from agentgov.controller.kube import Conflict, Connection, KubeApi, KubeError, TransientError, object_path
-from agentgov.controller.reconcile import Lookups, deployment_state, reconcile_agent
+from agentgov.controller.reconcile import Lookups, Result, deployment_state, reconcile_agent
+from agentgov.secrets.registry import ProviderRegistry
+from agentgov.audit.errors import AuditConfigError
 
 GROUP, VERSION = "agentgov.io", "v1alpha1"
 MEMO_API = "agentgov_api"
@@ -59,6 +73,8 @@ MEMO_STATUS_LOCKS = "agentgov_status_locks"  # (kind, namespace, name) -> lock: 
 MEMO_SPEND_STORE = "agentgov_spend_store"  # redis.asyncio.Redis, or None when AGENTGOV_REDIS_URL is unset
 MEMO_VITALS = "agentgov_watch_vitals"  # liveness.WatchVitals (given by `agentgov operator`, else made at startup)
 MEMO_STOPPING = "agentgov_stopping"  # asyncio.Event set at cleanup: daemons started late still exit
+MEMO_SECRETS = "agentgov_secrets"  # secretsync.SecretsContext: the secret providers and their timeout
+MEMO_SECRETS_DUE = "agentgov_secrets_due"  # uid -> time.time() when the agent's next secret read falls due
 FAN_OUT_CONCURRENCY = 8
 # The resync loop checks whether an agent is due every min(AGENTGOV_RESYNC_SECONDS, 10 s).
 MAX_RESYNC_TICK_SECONDS = 10.0
@@ -100,6 +116,8 @@ async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
         memo[MEMO_VITALS] = liveness.WatchVitals(config.stalled_watch_seconds)
     memo[MEMO_VITALS].start()
     memo[MEMO_STOPPING] = asyncio.Event()
+    _start_secrets(memo, config)
+    await _start_audit(memo, config)
 
 
 def _spend_store(config: OperatorConfig) -> aioredis.Redis | None:
@@ -139,6 +157,8 @@ async def cleanup(*, memo: kopf.Memo, **_: Any) -> None:
     vitals: liveness.WatchVitals | None = memo.get(MEMO_VITALS)
     if vitals is not None:
         await vitals.stop()
+    await _stop_secrets(memo)
+    await _stop_audit(memo)
 
 
 # --- indexes: the shared policies by (namespace, name), and who references what ----------
@@ -236,7 +256,7 @@ async def _reconcile_locked(body: Mapping[str, Any], memo: kopf.Memo, logger: ko
     memo[MEMO_LAST_RUN][(body.get("metadata") or {}).get("uid")] = time.monotonic()
     try:
         with metrics.RECONCILE_SECONDS.time():
-            result = await reconcile_agent(api, body, _lookups(kwargs), config, utc_now)
+            result = await reconcile_agent(api, body, _lookups(kwargs), config, utc_now, secrets=memo.get(MEMO_SECRETS))
     except TransientError as error:
         metrics.RECONCILE_ERRORS.labels(error="transient").inc()
         raise kopf.TemporaryError(str(error), delay=5) from None
@@ -258,6 +278,8 @@ async def _reconcile_locked(body: Mapping[str, Any], memo: kopf.Memo, logger: ko
                    message=", ".join(f"{k} {v}" for k, v in sorted(changed.items())))
     if result.outcome.phase == "Stalled" and result.status_written:
         kopf.warn(cast(kopf.Body, body), reason=result.outcome.reason, message=result.outcome.message)
+    _audit_stalled(body, result, memo, kwargs)
+    _report_secrets(body, result, memo)
     logger.debug("reconciled: %s (%s)", result.outcome.phase, result.outcome.reason)
 
 
@@ -295,13 +317,95 @@ async def agent_resync(*, stopped: kopf.DaemonStopped, body: kopf.Body, memo: ko
     tick = min(config.resync_seconds, MAX_RESYNC_TICK_SECONDS)
     uid = body.metadata.uid
     memo[MEMO_LAST_RUN].setdefault(uid, time.monotonic())  # created or resumed just now
-    while not await _rest(stopped, memo, tick):
-        if time.monotonic() - memo[MEMO_LAST_RUN].get(uid, 0.0) < config.resync_seconds:
+    while not await _rest(stopped, memo, _until_secrets_due(memo, uid, tick)):
+        if time.monotonic() - memo[MEMO_LAST_RUN].get(uid, 0.0) < config.resync_seconds and not _secrets_due(memo, uid):
             continue
         try:
             await _reconcile(body, memo, logger, kwargs)
         except kopf.TemporaryError as error:
             logger.warning("resync failed, retried at the next tick: %s", error)
+
+
+# --- secrets: providers, what a sync did, when it is due, requests by annotation -----------
+
+SECRET_ACCESS_LOG = logging.getLogger("agentgov.secrets.access")
+
+
+def _start_secrets(memo: kopf.Memo, config: OperatorConfig) -> None:
+    """One provider registry for the operator's life: providers are built on first use."""
+    memo[MEMO_SECRETS] = secretsync.SecretsContext(ProviderRegistry(config.secret_providers),
+                                                   config.secrets_timeout_seconds)
+    memo[MEMO_SECRETS_DUE] = {}
+
+
+async def _stop_secrets(memo: kopf.Memo) -> None:
+    context: secretsync.SecretsContext | None = memo.get(MEMO_SECRETS)
+    if context is not None:
+        await context.providers.close()
+
+
+def _report_secrets(body: Mapping[str, Any], result: Result, memo: kopf.Memo) -> None:
+    """After a reconcile: each secret read or rotation as a ``secret_access`` line (no value),
+    the sync's Events, a Warning when ``SecretsSynced`` turns False, and when to come back."""
+    sync = result.secrets
+    if sync is None:
+        return
+    meta = body.get("metadata") or {}
+    audit: audit_events.OperatorAudit | None = memo.get(MEMO_AUDIT)
+    for access in sync.decision.access:
+        SECRET_ACCESS_LOG.info("secret_access %s", json.dumps(access.as_record(), sort_keys=True))
+        if audit is not None:
+            audit.emit(audit_events.secret_access_event(access.agent, access.name, access.source, access.action,
+                                                        access.result, access.code, access.version, time.time()))
+    for event in sync.decision.events:
+        kopf.event(cast(kopf.Body, body), type=event.type, reason=event.reason, message=event.message)
+    conditions = (body.get("status") or {}).get("conditions") or []
+    before: Mapping[str, Any] = next((c for c in conditions if c.get("type") == secretsync.CONDITION), {})
+    condition = sync.decision.condition if sync.managed else None
+    # A stalled agent has had its Warning (named by the Stalled reason); this one is for the
+    # failures it runs through on a last good value.
+    if (condition is not None and condition[0] == "False" and result.outcome.phase != "Stalled"
+            and (before.get("status"), before.get("reason")) != condition[:2]):
+        kopf.warn(cast(kopf.Body, body), reason=f"Secrets{condition[1]}", message=condition[2])
+    due = sync.decision.next_due
+    if due is None:
+        memo[MEMO_SECRETS_DUE].pop(meta.get("uid"), None)
+    else:
+        memo[MEMO_SECRETS_DUE][meta.get("uid")] = due.timestamp()
+
+
+def _secrets_due(memo: kopf.Memo, uid: str | None) -> bool:
+    """Whether a secret of the agent has fallen due; taken off the list when it has, so a
+    reconcile that fails is retried at the resync period (a success puts the next one back)."""
+    due: float | None = memo.get(MEMO_SECRETS_DUE, {}).get(uid)
+    if due is None or time.time() < due:
+        return False
+    memo[MEMO_SECRETS_DUE].pop(uid, None)
+    return True
+
+
+def _until_secrets_due(memo: kopf.Memo, uid: str | None, tick: float) -> float:
+    """The daemon's next rest: its tick, or less when a secret of the agent falls due sooner."""
+    due: float | None = memo.get(MEMO_SECRETS_DUE, {}).get(uid)
+    if due is None:
+        return tick
+    return min(tick, max(due - time.time(), 0.1))
+
+
+def _secrets_request_pending(body: kopf.Body, **_: Any) -> bool:
+    return secretsync.has_pending_request(body)
+
+
+@kopf.on.event(GROUP, VERSION, "agentdeployments", when=_secrets_request_pending)
+async def secrets_requested(*, type: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """An ``agentgov.io/rotate-secrets`` or ``agentgov.io/refresh-secrets`` request the status has
+    not recorded: reconcile now (kopf's update handlers never see ``agentgov.io/`` annotations)."""
+    if type == "DELETED":
+        return
+    try:
+        await _reconcile(body, memo, logger, kwargs)
+    except kopf.TemporaryError as error:  # an event handler is not retried: the resync will be
+        logger.warning("secrets request: reconcile failed, retried at the next resync: %s", error)
 
 
 async def _reconcile_by_name(
@@ -488,3 +592,64 @@ async def tool_policy_event(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf
 @kopf.on.event(GROUP, VERSION, "regionpolicies")
 async def region_policy_event(*, event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     await _policy_event("RegionPolicy", event, body, memo, logger, kwargs)
+
+
+# --- the operator's audit log (audit_events decides what each change becomes) ----------------
+
+MEMO_AUDIT = "agentgov_audit"  # audit_events.OperatorAudit (its writer is None when the log is off)
+_POLICY_KINDS = {"agentbudgets": "AgentBudget", "toolpolicies": "ToolPolicy", "regionpolicies": "RegionPolicy"}
+
+
+async def _start_audit(memo: kopf.Memo, config: OperatorConfig) -> None:
+    audit = audit_events.OperatorAudit.from_config(config)
+    try:
+        await audit.start()
+    except AuditConfigError as error:  # e.g. an unusable digest key: fail at start, naming it
+        raise kopf.PermanentError(str(error)) from None
+    memo[MEMO_AUDIT] = audit
+
+
+async def _stop_audit(memo: kopf.Memo) -> None:
+    audit: audit_events.OperatorAudit | None = memo.get(MEMO_AUDIT)
+    if audit is not None:
+        await audit.close()
+
+
+def _audit_stalled(body: Mapping[str, Any], result: Result, memo: kopf.Memo, kwargs: Mapping[str, Any]) -> None:
+    """A reconcile that newly stalled because the bundle compiler refused the agent's data
+    classes: a ``permission.denied`` record (once per change of the Stalled status)."""
+    audit: audit_events.OperatorAudit | None = memo.get(MEMO_AUDIT)
+    if audit is None or audit.writer is None or result.outcome.phase != "Stalled" or not result.status_written:
+        return
+    denial = audit_events.compile_denial(body, _lookups(kwargs), memo[MEMO_CONFIG])
+    if denial is not None:
+        audit.emit(audit_events.denial_event(body, denial, time.time()))
+
+
+@kopf.on.create(GROUP, VERSION, "agentdeployments", id="audit")
+@kopf.on.update(GROUP, VERSION, "agentdeployments", id="audit")
+async def agent_audited(*, reason: str, body: kopf.Body, old: Any, memo: kopf.Memo, **_: Any) -> None:
+    """``agent.created`` / ``agent.updated``: kopf's causes come from its diff base, so a change
+    made while the operator was down is recorded at its next start."""
+    audit: audit_events.OperatorAudit | None = memo.get(MEMO_AUDIT)
+    if audit is not None:
+        action: audit_events.Action = "created" if reason == kopf.Reason.CREATE else "updated"
+        audit.emit(audit_events.object_event("AgentDeployment", action, body, time.time(),
+                                             old=old if action == "updated" else None))
+
+
+@kopf.on.event(GROUP, VERSION, "agentdeployments", id="audit")
+async def agent_deleted_audited(*, type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    audit: audit_events.OperatorAudit | None = memo.get(MEMO_AUDIT)
+    if audit is not None and type == "DELETED":
+        audit.emit(audit_events.object_event("AgentDeployment", "deleted", body, time.time()))
+
+
+@kopf.on.event(GROUP, VERSION, "agentbudgets", id="audit")
+@kopf.on.event(GROUP, VERSION, "toolpolicies", id="audit")
+@kopf.on.event(GROUP, VERSION, "regionpolicies", id="audit")
+async def policy_audited(*, event: kopf.RawEvent, body: kopf.Body, resource: kopf.Resource, memo: kopf.Memo,
+                         **_: Any) -> None:
+    audit: audit_events.OperatorAudit | None = memo.get(MEMO_AUDIT)
+    if audit is not None:
+        audit.policy_event(_POLICY_KINDS[resource.plural], event.get("type"), body, time.time())

@@ -6,6 +6,11 @@ reconcile writes nothing. Children are compared as a *subset* of the live object
 we set), so fields the API server defaults never look like drift. A spec the builders refuse,
 a missing referenced policy or Secret: the AgentDeployment gets ``Stalled`` naming it, and the
 children already running are left exactly as they were.
+
+The agent's Vault, AWS and Azure secrets are synced into ``<agent>-secrets`` first
+(``secretsync``), before the Secrets' versions are read into the pod template: a changed value
+rolls the pods in the same reconcile. A secret the agent cannot run without stalls it (or keeps
+it ``Reconciling`` while its provider is unavailable) with the children left as they were.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from typing import Any, Literal
 
 from agentgov.api.bundle import bundle_hash
 from agentgov.api.resources import CustomResource, ManifestError, parse_object
-from agentgov.controller import builders
+from agentgov.controller import builders, secretsync
+from agentgov.controller.builders import secret as secret_builder
 from agentgov.controller.config import OperatorConfig
 from agentgov.controller.kube import KubeApi, object_path
 from agentgov.controller.status import Outcome, updated_status
@@ -65,6 +71,8 @@ class Result:
     # The child Deployment as this reconcile last read it: its events that show nothing newer
     # need no reconcile (they are this reconcile's own writes).
     deployment: Mapping[str, Any] | None = None
+    # What the secrets sync did (None: not run): Events, audit records, when it is due again.
+    secrets: secretsync.SyncResult | None = None
 
 
 def _parse(body: Mapping[str, Any] | None) -> AnyResource | None:
@@ -155,32 +163,54 @@ async def reconcile_agent(
     lookups: Lookups,
     config: OperatorConfig,
     now: Callable[[], str],
+    secrets: secretsync.SecretsContext | None = None,
 ) -> Result:
-    """Reconcile one AgentDeployment (``body`` as read from the API) and patch its status."""
+    """Reconcile one AgentDeployment (``body`` as read from the API) and patch its status.
+    With ``secrets``, its Vault, AWS and Azure secrets are synced first."""
     meta = body.get("metadata") or {}
     namespace, name, generation = meta.get("namespace") or "default", meta.get("name"), meta.get("generation")
     current_status: Mapping[str, Any] = body.get("status") or {}
-    result = await _decide_and_apply(api, body, lookups, config)
-    status = updated_status(current_status, result.outcome, generation, now(), result.status)
+    stamp = now()
+    result = await _decide_and_apply(api, body, lookups, config, secrets, stamp)
+    status = updated_status(current_status, result.outcome, generation, stamp, result.status)
+    if result.secrets is not None:
+        status = secretsync.with_secrets_status(status, result.secrets, generation, stamp)
     result.status = status
     if status != dict(current_status):
+        removed = {key: None for key in current_status if key not in status}  # a merge patch drops them so
         await api.merge_patch(
-            object_path("agentgov.io/v1alpha1", "AgentDeployment", namespace, name) + "/status", {"status": status}
+            object_path("agentgov.io/v1alpha1", "AgentDeployment", namespace, name) + "/status",
+            {"status": {**removed, **status}},
         )
         result.status_written = True
     return result
 
 
 async def _decide_and_apply(
-    api: KubeApi, body: Mapping[str, Any], lookups: Lookups, config: OperatorConfig
+    api: KubeApi, body: Mapping[str, Any], lookups: Lookups, config: OperatorConfig,
+    secrets: secretsync.SecretsContext | None = None, stamp: str | None = None,
 ) -> Result:
     try:
         agent = parse_object(body)
     except ManifestError as error:
         return Result(Outcome("Stalled", "InvalidSpec", "; ".join(error.problems)))
-    namespace = agent.metadata.namespace or "default"
-
     inputs = resolve_inputs(agent, lookups, config, {})
+    synced: secretsync.SyncResult | None = None
+    if secrets is not None:
+        try:
+            synced = await secretsync.sync_secrets(api, secrets, inputs, body, secretsync.parse_now(stamp))
+        except builders.BuildError as error:
+            return Result(Outcome("Stalled", "InvalidSpec", str(error)))
+    result = await _apply_children(api, agent, inputs, lookups, synced)
+    result.secrets = synced
+    return result
+
+
+async def _apply_children(
+    api: KubeApi, agent: AnyResource, inputs: builders.Inputs, lookups: Lookups,
+    synced: secretsync.SyncResult | None,
+) -> Result:
+    namespace = agent.metadata.namespace or "default"
     missing = builders.missing_references(inputs)
     if missing:
         return Result(Outcome("Stalled", "MissingReference", "not found: " + ", ".join(missing)))
@@ -190,15 +220,26 @@ async def _decide_and_apply(
         return Result(Outcome("Stalled", "InvalidSpec", str(error)))
 
     versions: dict[str, str] = {}
+    if synced is not None and synced.secret_version is not None:
+        versions[secret_builder.name(inputs)] = synced.secret_version  # as the sync just read or wrote it
     absent = []
     for secret in builders.referenced_secrets(inputs, bundle):
+        if secret in versions:
+            continue
         live = await api.get(object_path("v1", "Secret", namespace, secret))
         if live is None:
             absent.append(f"Secret {namespace}/{secret}")
         else:
             versions[secret] = str((live.get("metadata") or {}).get("resourceVersion", ""))
+    materialized = f"Secret {namespace}/{secret_builder.name(inputs)}"
+    if synced is not None and synced.managed and materialized in absent:
+        absent.remove(materialized)  # the sync's own outcome says why it is not there (below)
     if absent:
         return Result(Outcome("Stalled", "MissingReference", "not found: " + ", ".join(absent)))
+    if synced is not None and synced.decision.outcome is not None:
+        return Result(synced.decision.outcome)  # a secret it cannot run without: children left as they are
+    if synced is not None and synced.managed and secret_builder.name(inputs) not in versions:
+        return Result(Outcome("Reconciling", "WaitingForSecrets", f"{materialized} is not written yet"))
 
     # The bundle does not depend on the Secrets' versions; the pod template does (they roll it).
     inputs = dataclasses.replace(inputs, secret_versions=versions)

@@ -48,7 +48,7 @@ from agentgov.api.toolpolicy import CircuitBreaker, Fallback
 from agentgov.demo.agent import AgentConfig, create_agent_app
 from agentgov.demo.model import ModelConfig, StandInModel, serving_model
 from agentgov.sidecar.app import create_app, serving
-from agentgov.sidecar.audit import verify_chain
+from agentgov.audit.chain import verify_chain
 from agentgov.sidecar.settings import Settings
 from agentgov.sidecar.spend import MemorySpendStore
 

@@ -233,6 +233,48 @@ def classify_sdk_error(exceptions: Any, error: BaseException) -> tuple[type[Secr
     return SecretProviderUnavailable, f"the AWS SDK failed ({name})"
 
 
+def botocore_session(settings: AwsSettings) -> Any:
+    """A botocore session whose credentials are the static keys, the credentials file, or
+    (neither given) the default chain: environment, IRSA web identity, pod identity, IMDS. The one
+    way every AWS client of agentgov (this provider, the S3 audit sink) gets its credentials;
+    SecretProviderMisconfigured when the settings cannot work."""
+    session_module = require_extra("botocore.session", "aws")
+    session = session_module.Session()
+    keys = (settings.access_key_id, settings.secret_access_key)
+    if (keys[0] is None) != (keys[1] is None):
+        raise SecretProviderMisconfigured(
+            None, "static AWS keys need both access_key_id and secret_access_key", provider="aws")
+    if keys[0] is not None and keys[1] is not None:
+        if settings.credentials_file is not None:
+            raise SecretProviderMisconfigured(
+                None, "give either static AWS keys or a credentials file, not both", provider="aws")
+        session.set_credentials(keys[0].get_secret_value(), keys[1].get_secret_value())
+    elif settings.credentials_file is not None:
+        session.set_credentials(*_keys_from_file(settings.credentials_file))
+    return session
+
+
+def _keys_from_file(path: str) -> tuple[str, str, str | None]:
+    """The [default] profile of a shared-credentials file, read by botocore's own parser."""
+    credentials = require_extra("botocore.credentials", "aws")
+    if not os.path.isfile(path):
+        raise SecretProviderMisconfigured(None, f"the AWS credentials file {path} does not exist", provider="aws")
+    unreadable: str | None = None
+    try:
+        loaded = credentials.SharedCredentialProvider(creds_filename=path, profile_name="default").load()
+    except Exception as error:  # noqa: BLE001 - botocore's parse errors quote the file: kept out of ours
+        unreadable = type(error).__name__
+    if unreadable is not None:
+        raise SecretProviderMisconfigured(
+            None, f"the AWS credentials file {path} cannot be read ({unreadable})", provider="aws")
+    if loaded is None:
+        raise SecretProviderMisconfigured(
+            None, f"the AWS credentials file {path} has no aws_access_key_id and aws_secret_access_key "
+                  "in its [default] profile", provider="aws")
+    frozen = loaded.get_frozen_credentials()
+    return str(frozen.access_key), str(frozen.secret_key), frozen.token
+
+
 class AwsProvider:
     """Secrets Manager through one boto3 client (thread-safe; calls run in worker threads)."""
 
@@ -246,7 +288,7 @@ class AwsProvider:
         _silence_sdk_bodies()
         failure: str | None = None
         try:
-            session = boto3.Session(botocore_session=self._botocore_session(), region_name=settings.region)
+            session = boto3.Session(botocore_session=botocore_session(settings), region_name=settings.region)
             self._client = session.client(
                 "secretsmanager",
                 endpoint_url=settings.endpoint_url,
@@ -266,46 +308,6 @@ class AwsProvider:
 
     def __repr__(self) -> str:
         return f"AwsProvider(region={self._settings.region!r}, endpoint_url={self._settings.endpoint_url!r})"
-
-    def _botocore_session(self) -> Any:
-        """A botocore session whose credentials are the static keys, the credentials file, or
-        (neither given) the default chain: environment, IRSA web identity, pod identity, IMDS."""
-        botocore_session = require_extra("botocore.session", "aws")
-        settings = self._settings
-        session = botocore_session.Session()
-        keys = (settings.access_key_id, settings.secret_access_key)
-        if (keys[0] is None) != (keys[1] is None):
-            raise SecretProviderMisconfigured(
-                None, "static AWS keys need both access_key_id and secret_access_key", provider="aws")
-        if keys[0] is not None and keys[1] is not None:
-            if settings.credentials_file is not None:
-                raise SecretProviderMisconfigured(
-                    None, "give either static AWS keys or a credentials file, not both", provider="aws")
-            session.set_credentials(keys[0].get_secret_value(), keys[1].get_secret_value())
-        elif settings.credentials_file is not None:
-            session.set_credentials(*self._keys_from_file(settings.credentials_file))
-        return session
-
-    @staticmethod
-    def _keys_from_file(path: str) -> tuple[str, str, str | None]:
-        """The [default] profile of a shared-credentials file, read by botocore's own parser."""
-        credentials = require_extra("botocore.credentials", "aws")
-        if not os.path.isfile(path):
-            raise SecretProviderMisconfigured(None, f"the AWS credentials file {path} does not exist", provider="aws")
-        unreadable: str | None = None
-        try:
-            loaded = credentials.SharedCredentialProvider(creds_filename=path, profile_name="default").load()
-        except Exception as error:  # noqa: BLE001 - botocore's parse errors quote the file: kept out of ours
-            unreadable = type(error).__name__
-        if unreadable is not None:
-            raise SecretProviderMisconfigured(
-                None, f"the AWS credentials file {path} cannot be read ({unreadable})", provider="aws")
-        if loaded is None:
-            raise SecretProviderMisconfigured(
-                None, f"the AWS credentials file {path} has no aws_access_key_id and aws_secret_access_key "
-                      "in its [default] profile", provider="aws")
-        frozen = loaded.get_frozen_credentials()
-        return str(frozen.access_key), str(frozen.secret_key), frozen.token
 
     # --- the protocol ---------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ Resources are opened in the main app's ``cleanup_ctx``, in this order, and close
 
 1. the policy store (first load of the bundle and secrets), then tracing when an OTLP
    endpoint is configured (``tracing``: its spans are flushed when the app stops),
-2. the audit writer (then the bundle poller, so every reload is audited),
+2. audit shipping (a shipper per sink of ``bundle.auditSinks``, following reloads; closed
+   after the writer, so what the writer flushes at shutdown is shipped in the drain), then the
+   audit writer (then the bundle poller, so every reload is audited),
 3. HTTP client sessions: one to the agent (no decompression, pooled), one for JWKS,
 4. the execution store and its purge task,
 5. Redis (when ``settings.redis_url`` is set) and its health check,
@@ -32,6 +34,7 @@ import asyncio
 import logging
 import math
 import signal
+import socket
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -50,7 +53,12 @@ from agentgov.api.agentdeployment import Cache, JwtAlgorithm
 from agentgov.api.bundle import EGRESS_PORT, INBOUND_PORT
 from agentgov.sidecar import upstream
 from agentgov.sidecar.alerts import AlertWebhooks
-from agentgov.sidecar.audit import AuditEvent, AuditWriter
+from agentgov.audit import errors as audit_errors
+from agentgov.audit.record import AuditEvent
+from agentgov.audit.writer import AuditWriter
+from agentgov.audit.sinks.cursor import pending_from
+from agentgov.audit.sinks.settings import SinkConfigError, SinksSettings, source_name, sinks_from_bundle
+from agentgov.audit.sinks.shipper import AuditShipping
 from agentgov.sidecar.breaker import Breakers, State
 from agentgov.sidecar.budgets import BudgetAlert
 from agentgov.sidecar.bundle_loader import PolicyStore, ReloadResult
@@ -60,7 +68,7 @@ from agentgov.sidecar.context import (
     AGENT_SESSION, AUDIT, BREAKERS, BUDGETS, CACHE, EGRESS, EXECUTIONS, JWKS, METRICS, MODEL_SESSION, POLICY, REDIS,
     SETTINGS, AppState, EgressState, RedisLink, main_app,
 )
-from agentgov.sidecar.errors import ConfigError, InternalError, MethodNotAllowed, NotFound, SidecarError
+from agentgov.sidecar.errors import AuditUnavailable, ConfigError, InternalError, MethodNotAllowed, NotFound, SidecarError
 from agentgov.sidecar.executions import ExecutionStore
 from agentgov.sidecar.handlers import (
     agent_handler, health_handler, metrics_handler, mint_token_handler, ready_handler,
@@ -69,7 +77,7 @@ from agentgov.sidecar.authz import TOKENS_PATH
 from agentgov.sidecar.logs import request_scope
 from agentgov.sidecar.jwks import JwksClient, JwksClients
 from agentgov.sidecar.metrics import Metrics
-from agentgov.sidecar.redact import Redactor
+from agentgov.audit.redact import Redactor
 from agentgov.sidecar.settings import Settings
 from agentgov.sidecar.spend import BudgetGuard, RedisSpendStore, SpendStore, redis_client
 from agentgov.sidecar.tracing import trace_configs, tracing_ctx
@@ -114,6 +122,9 @@ def error_middleware_for(default_route: str) -> Middleware:
             except SidecarError as e:
                 status = e.status
                 return error_response(e)
+            except audit_errors.AuditUnavailable:  # the audit writer's own error, as the sidecar's 503
+                status = AuditUnavailable.status
+                return error_response(AuditUnavailable())
             except web.HTTPException as e:
                 status = e.status
                 mapped: SidecarError = NotFound() if e.status == 404 else (
@@ -186,13 +197,58 @@ def _reload_events(store: PolicyStore, result: ReloadResult) -> list[AuditEvent]
     return events
 
 
+AUDIT_SHIPPING = web.AppKey("agentgov_audit_shipping", AuditShipping)
+
+
+async def audit_shipping_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Ship the audit log to the sinks the bundle names, and follow bundle reloads. A sink that
+    is down never holds up the sidecar: its shipper falls behind and catches up."""
+    settings, store = app[SETTINGS], app[POLICY]
+    shipping = AuditShipping(settings.audit_log, app[METRICS].registry)
+    app[AUDIT_SHIPPING] = shipping
+    source = source_name(socket.gethostname())  # the pod name
+    changes: set[asyncio.Task[None]] = set()
+
+    def wanted(result: ReloadResult) -> SinksSettings | None:
+        snapshot = result.snapshot
+        assert snapshot is not None
+        try:
+            return sinks_from_bundle(snapshot.bundle.audit_sinks, stream=snapshot.agent, source=source,
+                                     secrets_dir=settings.secrets_dir)
+        except SinkConfigError as e:  # the sinks in force stay
+            log.error("audit sinks not applied: %s", e)
+            return None
+
+    def follow(result: ReloadResult) -> None:
+        if result.snapshot is None:
+            return
+        sinks = wanted(result)
+        if sinks is not None:
+            task = asyncio.create_task(shipping.apply(sinks), name="agentgov-audit-sinks")
+            changes.add(task)
+            task.add_done_callback(changes.discard)
+
+    if store.current is not None:
+        first = wanted(ReloadResult(store.current, None))
+        if first is not None:
+            await shipping.apply(first)
+    store.subscribe(follow)
+    yield
+    for task in list(changes):
+        with suppress(Exception):
+            await task
+    await shipping.close(settings.audit_ship_drain_seconds)
+
+
 async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = app[POLICY]
     writer = AuditWriter(
         settings.audit_log, policy=store.audit_policy, fsync=settings.audit_fsync,
         fsync_interval_seconds=settings.audit_fsync_interval_seconds, queue_size=settings.audit_queue_size,
-        metrics=app[METRICS],
+        metrics=app[METRICS], options=settings.audit_log_options,
+        # Pruning keeps what a sink has not delivered; each write wakes the shippers.
+        retention_hold=lambda: pending_from(settings.audit_log), echo=lambda _lines: app[AUDIT_SHIPPING].notify(),
     )
     await writer.start()
     app[AUDIT] = writer
@@ -423,8 +479,8 @@ def create_app(settings: Settings, *, spend_store: SpendStore | None = None) -> 
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
-    app.cleanup_ctx.extend([policy_ctx, tracing_ctx, audit_ctx, clients_ctx, executions_ctx, redis_ctx,
-                            egress_ctx_for(spend_store)])
+    app.cleanup_ctx.extend([policy_ctx, tracing_ctx, audit_shipping_ctx, audit_ctx, clients_ctx, executions_ctx,
+                            redis_ctx, egress_ctx_for(spend_store)])
     app.router.add_get("/health", health_handler, name="health")
     app.router.add_get("/ready", ready_handler, name="ready")
     app.router.add_get("/metrics", metrics_handler, name="metrics")

@@ -31,11 +31,11 @@ import pydantic
 
 from agentgov.api.bundle import PolicyBundle, SecretFile, bundle_hash, parse_bundle
 from agentgov.api.resources import describe_validation_error
-from agentgov.sidecar.audit import AuditPolicy
+from agentgov.audit.record import AuditPolicy
 from agentgov.sidecar.auth import AuthPolicy
 from agentgov.sidecar.errors import ConfigError, PolicyUnavailable
 from agentgov.sidecar.keys import KeySet, hmac_secret, parse_key_file
-from agentgov.sidecar.redact import Redactor
+from agentgov.audit.redact import Redactor
 from agentgov.sidecar.tokens import SigningKey, load_signing_key
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""What ``agentgov sidecar``, ``agentgov token create`` and ``agentgov audit verify`` do.
+"""What ``agentgov sidecar`` and ``agentgov token create`` do (``agentgov audit``: agentgov.audit.commands).
 
 ``cli.py`` parses the arguments and calls these; each returns the process exit code and
 prints its errors as one ``error: ...`` line (never a traceback, never a key).
@@ -16,9 +16,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from agentgov.audit.errors import AuditConfigError
 from agentgov.sidecar.errors import ConfigError
 from agentgov.sidecar.logs import LOG_FORMATS, LogFormat, formatter
-from agentgov.sidecar.redact import RedactingFilter
+from agentgov.audit.redact import RedactingFilter
 
 
 def _error(message: str, stream: TextIO | None) -> int:
@@ -52,7 +53,10 @@ def run_sidecar(*, bundle: str, secrets_dir: str | None, host: str | None, port:
     if kind not in LOG_FORMATS:
         return _error(f"AGENTGOV_LOG_FORMAT: {kind[:20]!r} is not one of {', '.join(LOG_FORMATS)}", stderr)
     configure_logging(environ.get("AGENTGOV_LOG_LEVEL", "INFO").upper(), kind)
-    asyncio.run(run(settings))
+    try:
+        asyncio.run(run(settings))
+    except AuditConfigError as e:  # e.g. an unusable digest key file: named, no traceback
+        return _error(str(e), stderr)
     return 0
 
 
@@ -78,24 +82,3 @@ def create_token(*, user: str, role: str, scopes: Sequence[str], ttl: str, key_f
                  audience=audience, now=time.time(), token_id="tok_" + secrets.token_urlsafe(16), team=team)
     print(token, file=stdout or sys.stdout)
     return 0
-
-
-def verify_audit(path: str, head: str | None = None, *, stdout: TextIO | None = None,
-                 stderr: TextIO | None = None) -> int:
-    """Check an audit log's hash chain; exit 1 and one line per problem if it was tampered with."""
-    from agentgov.sidecar.audit import verify_chain
-
-    try:
-        report = verify_chain(path, head)
-    except OSError as e:
-        return _error(f"{path}: {e.strerror or e}", stderr)
-    except ValueError as e:
-        return _error(str(e), stderr)
-    if report.ok:
-        last = f", last seq {report.last_seq}" if report.last_seq is not None else ""
-        print(f"{path}: {report.records} record(s), chain intact{last}", file=stdout or sys.stdout)
-        return 0
-    for problem in report.problems:
-        print(f"{path}: {problem}", file=stdout or sys.stdout)
-    print(f"{path}: {len(report.problems)} problem(s) in {report.records} record(s)", file=stderr or sys.stderr)
-    return 1

@@ -19,7 +19,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from agentgov.sidecar.audit import AuditWriter
+from agentgov.audit.writer import AuditWriter
 from agentgov.sidecar.breaker import Breakers
 from agentgov.sidecar.budgets import BudgetAlert
 from agentgov.sidecar.bundle_loader import PolicyStore

@@ -61,7 +61,7 @@ from agentgov.api.base import DataClass
 from agentgov.api.bundle import BundleModelRoute, PolicyBundle
 from agentgov.api.regionpolicy import Region
 from agentgov.api.toolpolicy import CircuitBreaker
-from agentgov.sidecar.audit import AuditEvent, Result
+from agentgov.audit.record import AuditEvent, Result
 from agentgov.sidecar.breaker import Breaker, BreakerKey, Permit
 from agentgov.sidecar.budgets import BudgetAlert, priced_model
 from agentgov.sidecar.bundle_loader import PolicySnapshot

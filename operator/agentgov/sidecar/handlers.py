@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from yarl import URL
 
-from agentgov.sidecar.audit import AuditEvent, EventType, Result
+from agentgov.audit.record import AuditEvent, EventType, Result
 from agentgov.sidecar.auth import Identity, bearer_token, unverified_kid, verify
 from agentgov.sidecar.authz import AdminRoute, Decision, Route, TOKENS_PATH, classify, decide
 from agentgov.sidecar.bundle_loader import PolicySnapshot

@@ -13,12 +13,14 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, cast, get_args
+from typing import Final, cast, get_args
 
 from agentgov.api.bundle import AUDIT_LOG_FILE, BUNDLE_FILE_NAME, BUNDLE_MOUNT_DIR, SECRETS_MOUNT_DIR
+from agentgov.audit.errors import AuditConfigError
+from agentgov.audit.settings import LogOptions, log_options_from_env
+from agentgov.audit.writer import FsyncPolicy
 from agentgov.sidecar.errors import ConfigError
 
-FsyncPolicy = Literal["always", "interval", "never"]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -37,8 +39,12 @@ class Settings:
     audit_fsync: FsyncPolicy = "always"
     audit_fsync_interval_seconds: float = 1.0
     audit_queue_size: int = 10_000
+    # Rotation, signed digests and retention pruning of the log (AGENTGOV_AUDIT_MAX_BYTES, ...).
+    audit_log_options: LogOptions = LogOptions()
     # How long a privileged operation waits for its audit record to be durable.
     audit_durable_timeout_seconds: float = 5.0
+    # At shutdown, how long the audit sinks (bundle.auditSinks) may take to catch up.
+    audit_ship_drain_seconds: float = 5.0
     # X-Forwarded-* headers are believed only from these peers (an ingress controller).
     trusted_proxies: tuple[IPNetwork, ...] = ()
     jwks_timeout_seconds: float = 5.0
@@ -147,5 +153,9 @@ def settings_from_env(environ: Mapping[str, str], **given: object) -> Settings:
             values[name] = parser(environ[variable].strip())
         except ValueError as e:
             raise ConfigError(f"{variable}: {e}") from None
+    try:
+        values["audit_log_options"] = log_options_from_env(environ)
+    except AuditConfigError as e:
+        raise ConfigError(str(e)) from None
     values.update({k: v for k, v in given.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

@@ -57,7 +57,7 @@ from aiohttp import web
 from yarl import URL
 
 from agentgov.api.bundle import BundleTool, PolicyBundle
-from agentgov.sidecar.audit import Result
+from agentgov.audit.record import Result
 from agentgov.sidecar.auth import Identity
 from agentgov.sidecar.authz import TOOLS_PREFIX, Decision, ToolRoute, decide
 from agentgov.sidecar.bundle_loader import PolicySnapshot

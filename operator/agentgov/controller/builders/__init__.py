@@ -14,6 +14,8 @@ The handler's sequence::
 
 One module per child kind; ``bundle`` compiles the policy bundle, ``placement`` decides the
 regions, ``naming`` holds the names, labels and owner references every child shares.
+``secret`` builds ``<agent>-secrets`` from values the secrets sync read (``controller/secretsync.py``);
+it is no part of ``build_children``, which never sees a secret value.
 """
 
 from __future__ import annotations

@@ -21,12 +21,16 @@ from pydantic import BaseModel
 
 from agentgov.api import defaults as shipped
 from agentgov.api.agentbudget import AgentBudgetSpec
+from agentgov.api.agentdeployment import AuditSinks
 from agentgov.api.base import SecretKeyRef
 from agentgov.api.bundle import (
     AgentIdentity,
+    BundleAuditSinks,
     BundleAuth,
     BundleBudget,
+    BundleElasticsearchSink,
     BundleModelRoute,
+    BundleS3Sink,
     BundleSidecar,
     BundleTool,
     PolicyBundle,
@@ -36,6 +40,7 @@ from agentgov.api.bundle import (
 from agentgov.api.quantity import quantity_bytes
 from agentgov.api.regionpolicy import RegionPolicySpec
 from agentgov.api.toolpolicy import CircuitBreaker, ToolPolicySpec
+from agentgov.audit.sinks.settings import SinkConfigError, sinks_from_bundle
 from agentgov.controller.builders.inputs import AnyResource, BuildError, Inputs, UnresolvedReferences
 from agentgov.controller.builders.placement import allowed_regions
 
@@ -113,6 +118,34 @@ def _byte_size(text: str, field: str) -> int:
         return quantity_bytes(text)
     except ValueError as error:
         raise BuildError(field, str(error)) from None
+
+
+def _audit_sinks(sinks: AuditSinks | None, stream: str) -> BundleAuditSinks | None:
+    """The spec's audit sinks with credentials as mounted files, checked as the sidecar will."""
+    if sinks is None:
+        return None
+    es, s3 = sinks.elasticsearch, sinks.s3
+    compiled = BundleAuditSinks(
+        stdout=sinks.stdout,
+        elasticsearch=None if es is None else BundleElasticsearchSink(
+            url=_check_url(es.url, "spec.audit.sinks.elasticsearch.url"), index_prefix=es.index_prefix,
+            username=es.basic_auth.username if es.basic_auth else None,
+            password_file=_secret_file(es.basic_auth.password_secret_ref) if es.basic_auth else None,
+            api_key_file=_secret_file(es.api_key_secret_ref), ca_file=_secret_file(es.ca_secret_ref),
+            flush_seconds=es.flush_seconds,
+        ),
+        s3=None if s3 is None else BundleS3Sink(
+            bucket=s3.bucket, prefix=s3.prefix, region=s3.region,
+            endpoint=_check_url(s3.endpoint, "spec.audit.sinks.s3.endpoint") if s3.endpoint else None,
+            credentials_file=_secret_file(s3.credentials_secret_ref), window_seconds=s3.window_seconds,
+            max_records=s3.max_records, object_lock_mode=s3.object_lock_mode,
+        ),
+    )
+    try:
+        sinks_from_bundle(compiled, stream=stream, source="pod")  # what the sidecar will refuse
+    except SinkConfigError as error:
+        raise BuildError(f"spec.{error.setting}", error.message) from None
+    return compiled
 
 
 def compile_bundle(inputs: Inputs) -> PolicyBundle:
@@ -233,7 +266,8 @@ def compile_bundle(inputs: Inputs) -> PolicyBundle:
         routing_rules=rules,
         default_region=default_region,
         cache=spec.cache,
-        audit=spec.audit,
+        audit=spec.audit.model_copy(update={"sinks": None}),
+        audit_sinks=_audit_sinks(spec.audit.sinks, f"{namespace}/{inputs.name}"),
         sidecar=BundleSidecar(
             agent_port=spec.port,
             max_body_bytes=max_body_bytes,
@@ -267,11 +301,18 @@ def mounted_secrets(bundle: PolicyBundle) -> dict[str, list[str]]:
 
 
 def upstream_urls(bundle: PolicyBundle) -> list[str]:
-    """Every URL the sidecar may call: models, tools, regions, the JWKS endpoint, webhooks."""
+    """Every URL the sidecar may call: models, tools, regions, the JWKS endpoint, webhooks, audit sinks."""
     urls = [route.endpoint for route in bundle.models]
     urls += [tool.upstream for tool in bundle.tools]
     urls += [region.endpoint for region in bundle.regions]
     if bundle.auth.jwks_url:
         urls.append(bundle.auth.jwks_url)
     urls += [budget.webhook_url for budget in bundle.budgets if budget.webhook_url]
+    sinks = bundle.audit_sinks
+    if sinks is not None and sinks.elasticsearch is not None:
+        urls.append(sinks.elasticsearch.url)
+    if sinks is not None and sinks.s3 is not None:
+        # Without an endpoint: AWS's regional S3 endpoint (a DNS name, so any address on 443).
+        region = sinks.s3.region
+        urls.append(sinks.s3.endpoint or (f"https://s3.{region}.amazonaws.com" if region else "https://s3.amazonaws.com"))
     return urls

@@ -1,4 +1,4 @@
-"""The audit hash chain (agentgov.sidecar.audit): records link to their predecessor, and
+"""The audit hash chain (agentgov.audit.record, agentgov.audit.chain): records link to their predecessor, and
 ``verify_lines``/``verify_chain``/``agentgov audit verify`` find and locate each kind of tampering."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from agentgov.cli import main
-from agentgov.sidecar.audit import (
-    GENESIS_HASH, AuditEvent, AuditPolicy, ChainHead, build_record, canonical, record_hash, verify_chain, verify_lines,
-)
+from agentgov.audit.chain import ChainHead, verify_chain, verify_lines
+from agentgov.audit.redact import Redactor
+from agentgov.audit.record import GENESIS_HASH, AuditEvent, AuditPolicy, build_record, canonical, record_hash
 
 POLICY = AuditPolicy(agent='research/research-assistant')
 
@@ -141,7 +141,47 @@ def test_audit_verify_command_names_each_problem_and_exits_1(tmp_path: Path, cap
     assert '1 problem(s) in 6 record(s)' in err
 
 
-def test_audit_verify_command_on_a_missing_file_is_a_one_line_error(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(['audit', 'verify', str(tmp_path / 'nope.jsonl')]) == 1
+def test_audit_verify_command_on_a_missing_file_is_a_one_line_error_and_exits_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(['audit', 'verify', str(tmp_path / 'nope.jsonl')]) == 2
     assert capsys.readouterr().err.startswith('error: ')
+
+
+# --- byte compatibility: a log written by the sidecar before the audit package existed ----------
+
+BEFORE_MOVE = Path(__file__).parent / 'data' / 'audit_log_before_move.jsonl'
+BEFORE_MOVE_POLICY = AuditPolicy(agent='research/research-assistant', retention_days=30,
+                                 redactor=Redactor(['mounted-secret-value-123']))
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+BEFORE_MOVE_EVENTS = [
+    AuditEvent('authentication', 'success', 'GET', '/v1/run', T0 + 1, user='alice',
+               metadata={'role': 'analyst', 'scopes': ['agent:execute'], 'alg': 'RS256', 'kid': 'k1'},
+               client_ip='10.0.0.7', user_agent='curl/8.5', execution_id='exe_1', request_id='req_1'),
+    AuditEvent('authorization', 'denied', 'POST', '/v1/run', T0 + 2, user='bob',
+               metadata={'code': 'permission_denied', 'rule': 'role viewer lacks agent:execute',
+                         'api_key': 'sk-abcdefghijklmnopqrstuvwx'}),
+    AuditEvent('secret_access', 'success', 'read', 'secrets/openai/api-key', T0 + 3,
+               metadata={'purpose': 'model route gpt-4o'}),
+    AuditEvent('model_call', 'success', 'chat.completions', 'gpt-4o', T0 + 4, user='alice',
+               metadata={'input_tokens': 12, 'output_tokens': 34, 'cost_usd': 0.00123,
+                         'note': 'héllo ✓ mounted-secret-value-123'}),
+    AuditEvent('policy_reload', 'failure', 'load', '/etc/agentgov/bundle.json', T0 + 5,
+               metadata={'error': 'auth.leewaySeconds: not a number', 'kept': None}),
+    AuditEvent('token_issued', 'success', 'mint', '/agentgov/v1/tokens', T0 + 6, user='admin',
+               metadata={'minted_user': 'carol', 'ttl_seconds': 3600}),
+]
+
+
+def test_a_log_written_before_the_move_verifies_with_its_head() -> None:
+    report = verify_chain(BEFORE_MOVE)
+    assert report.ok, [str(p) for p in report.problems]
+    assert (report.records, report.last_seq) == (6, 5)
+
+
+def test_the_same_events_give_byte_identical_records_to_those_written_before_the_move() -> None:
+    lines, prev = [], GENESIS_HASH
+    for seq, event in enumerate(BEFORE_MOVE_EVENTS):
+        record = build_record(event, seq=seq, prev_hash=prev, policy=BEFORE_MOVE_POLICY)
+        lines.append(canonical(record))
+        prev = str(record['hash'])
+    assert lines == BEFORE_MOVE.read_bytes().splitlines()

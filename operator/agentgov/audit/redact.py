@@ -11,7 +11,8 @@ Two nets, applied to any JSON-like value at any depth:
   values of the secrets the sidecar loaded from files, wherever they appear (exception
   messages included).
 
-Pure: a :class:`Redactor` is an immutable value built from the known secret values.
+Pure: a :class:`Redactor` is an immutable value built from the known secret values. It lives in
+``agentgov.audit`` (below the sidecar and the operator) because both redact what they record.
 """
 
 from __future__ import annotations
