@@ -56,6 +56,10 @@ async def test_the_sidecar_ships_the_records_of_its_requests(tmp_path: Path, es:
         _, metrics, _ = await sidecar.request('GET', '/metrics')
         assert (metric_value(metrics, 'agentgov_audit_shipped_records_total', sink='elasticsearch') or 0) >= 1
         assert metric_value(metrics, 'agentgov_audit_ship_up', sink='elasticsearch') == 1
+        status, ready = await sidecar.ready()
+        sinks = ready['audit']['sinks']
+        assert status == 200 and [s['sink'] for s in sinks] == ['elasticsearch']
+        assert PASSWORD not in json.dumps(ready), 'readiness names the destination, never its credentials'
     assert es.templates['research-audit']['index_patterns'] == ['research-audit-*']
 
 

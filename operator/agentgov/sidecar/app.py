@@ -65,7 +65,7 @@ from agentgov.sidecar.bundle_loader import PolicyStore, ReloadResult
 from agentgov.sidecar.cache import ResponseCache
 from agentgov.sidecar.egress import create_egress_app, emit_budget_alert, wanted_breakers
 from agentgov.sidecar.context import (
-    AGENT_SESSION, AUDIT, BREAKERS, BUDGETS, CACHE, EGRESS, EXECUTIONS, JWKS, METRICS, MODEL_SESSION, POLICY, REDIS,
+    AGENT_SESSION, AUDIT, AUDIT_SHIPPING, BREAKERS, BUDGETS, CACHE, EGRESS, EXECUTIONS, JWKS, METRICS, MODEL_SESSION, POLICY, REDIS,
     SETTINGS, AppState, EgressState, RedisLink, main_app,
 )
 from agentgov.sidecar.errors import AuditUnavailable, ConfigError, InternalError, MethodNotAllowed, NotFound, SidecarError
@@ -195,9 +195,6 @@ def _reload_events(store: PolicyStore, result: ReloadResult) -> list[AuditEvent]
             read.file.path("secrets"), now, metadata={"purpose": read.purpose},
         ))
     return events
-
-
-AUDIT_SHIPPING = web.AppKey("agentgov_audit_shipping", AuditShipping)
 
 
 async def audit_shipping_ctx(app: web.Application) -> AsyncIterator[None]:

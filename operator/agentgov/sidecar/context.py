@@ -19,6 +19,7 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from agentgov.audit.sinks.shipper import AuditShipping
 from agentgov.audit.writer import AuditWriter
 from agentgov.sidecar.breaker import Breakers
 from agentgov.sidecar.budgets import BudgetAlert
@@ -64,6 +65,7 @@ SETTINGS = web.AppKey("agentgov_settings", Settings)
 METRICS = web.AppKey("agentgov_metrics", Metrics)
 POLICY = web.AppKey("agentgov_policy", PolicyStore)
 AUDIT = web.AppKey("agentgov_audit", AuditWriter)
+AUDIT_SHIPPING = web.AppKey("agentgov_audit_shipping", AuditShipping)
 EXECUTIONS = web.AppKey("agentgov_executions", ExecutionStore)
 AGENT_SESSION = web.AppKey("agentgov_agent_session", aiohttp.ClientSession)
 JWKS = web.AppKey("agentgov_jwks", JwksClients)

@@ -27,7 +27,7 @@ from agentgov.audit.record import AuditEvent, EventType, Result
 from agentgov.sidecar.auth import Identity, bearer_token, unverified_kid, verify
 from agentgov.sidecar.authz import AdminRoute, Decision, Route, TOKENS_PATH, classify, decide
 from agentgov.sidecar.bundle_loader import PolicySnapshot
-from agentgov.sidecar.context import AppState, state
+from agentgov.sidecar.context import AUDIT_SHIPPING, AppState, state
 from agentgov.sidecar.errors import (
     AuditUnavailable, AuthError, AuthUnavailable, BadRequest, BodyTooLarge, Forbidden, MethodNotAllowed,
     MintingNotConfigured, NotFound, SidecarError,
@@ -274,8 +274,12 @@ async def ready_handler(request: web.Request) -> web.Response:
         missing = [f"{r.purpose}: {r.file.secret}/{r.file.key}" for r in snapshot.missing_secrets]
         if missing:
             bundle["missingSecrets"] = missing
-    audit = {"healthy": app.audit.healthy, "error": app.audit.last_error, "queueDepth": app.audit.queue_depth,
-             "path": str(app.audit.path)}
+    audit: dict[str, object] = {"healthy": app.audit.healthy, "error": app.audit.last_error,
+                                "queueDepth": app.audit.queue_depth, "path": str(app.audit.path)}
+    shipping = request.app.get(AUDIT_SHIPPING)
+    if shipping is not None:
+        # Reported, never required: a sink that is down falls behind and catches up.
+        audit["sinks"] = shipping.status()
     jwks = [{"url": c.url, "keys": len(c.cached) if c.cached is not None else None, "error": c.last_error}
             for c in app.jwks.all()]
     upstreams = upstreams_report(app, snapshot) if snapshot is not None else []
