@@ -9,11 +9,10 @@ settle with exactly one serving, that the agent converges (Ready) through that o
 nothing it owns churns, and that once the serving replica stops the other takes over and
 reconciles a change.
 
-What it does not cover: a replica killed without stopping (SIGKILL, a lost node). Its peering
-entry then stays until it expires — kopf's ``settings.peering.lifetime``, 60 s, which the
-operator does not change — and only then does the standby take over; waiting for that would
-make this test take over a minute. The stop here is SIGTERM, as Kubernetes stops a pod: kopf
-removes the replica's entry on the way out and the standby resumes at once.
+Two ways to go: SIGTERM, as Kubernetes stops a pod (kopf removes the replica's entry on the way
+out and the standby resumes at once), and SIGKILL, as a lost node or an OOM kill ends it (its
+entry stays until it expires after ``AGENTGOV_PEERING_LIFETIME_SECONDS``, kopf's
+``settings.peering.lifetime``, default 60 s; the test sets 10 s).
 """
 from __future__ import annotations
 
@@ -220,3 +219,41 @@ def test_two_replicas_one_reconciles_the_other_stands_by_and_takes_over_when_it_
         assert any(name.startswith("agentdeployments.") for name in body["watches"]), body
         print(f"settled and converged in {converged - started:.1f}s; "
               f"take-over and scale {took_over - stopped:.1f}s after the stop")
+
+
+def test_a_killed_replica_is_taken_over_once_its_peering_entry_expires(
+    kubeconfig: pathlib.Path, apiserver_in_thread: ApiServer, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: pathlib.Path,
+) -> None:
+    lifetime = 10
+    api = prepared(apiserver_in_thread, monkeypatch, AGENTGOV_WATCH_TIMEOUT_SECONDS=str(WATCH_TIMEOUT_SECONDS),
+                   AGENTGOV_PEERING_LIFETIME_SECONDS=str(lifetime))
+    install_peering(api, render_chart({"replicas": 2}))
+    with (operator_with_peering(tmp_path / "replica-a.log", POD_ID="replica-a",
+                                KUBECONFIG=str(replica_kubeconfig(kubeconfig, "replica-a"))) as process_a,
+          operator_with_peering(tmp_path / "replica-b.log", POD_ID="replica-b",
+                                KUBECONFIG=str(replica_kubeconfig(kubeconfig, "replica-b"))) as process_b):
+        replicas = [Replica("replica-a", process_a, tmp_path / "replica-a.log", 0),
+                    Replica("replica-b", process_b, tmp_path / "replica-b.log", 0)]
+        try:
+            serving, standby = wait_for(lambda: settled(api, apiserver_in_thread, replicas),
+                                        what="one replica serving, one paused", timeout=60)
+        except WaitTimeout as timeout:
+            pytest.fail(f"{timeout}\npeers: {peers(api)}\n{logs(replicas)}")
+        assert {entry["lifetime"] for entry in peers(api).values()} == {lifetime}
+        create_examples(api, with_secrets=True)
+        wait_for(lambda: api.get(f"{DEPLOYMENTS}/{AGENT}"), what="the agent's Deployment", timeout=60)
+
+        serving.process.kill()
+        serving.process.wait(timeout=10)
+        killed = time.monotonic()
+        assert serving.name in peers(api), "a killed replica cannot remove its peering entry"
+        seen = len(list(apiserver_in_thread))
+        api.patch(f"{AGD}/{AGENT}", {"spec": {"autoscaling": {"enabled": False}, "replicas": 2}})
+        wait_for(lambda: api.get(f"{DEPLOYMENTS}/{AGENT}"), lambda d: d["spec"].get("replicas") == 2,
+                 what="the Deployment scaled to 2 by the standby", timeout=lifetime + 30)
+        took_over = time.monotonic() - killed
+        work = [r for r in list(apiserver_in_thread)[seen:] if sender(r) in REPLICAS and not is_bookkeeping(r)]
+        assert {sender(r) for r in work} == {standby.name}, logs(replicas)
+        assert took_over < lifetime + 20, f"take-over {took_over:.1f}s after the kill"
+        print(f"take-over {took_over:.1f}s after SIGKILL with a {lifetime}s peering lifetime")

@@ -54,6 +54,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
         ("AGENTGOV_REDIS_TIMEOUT_SECONDS", "0.5", "redis_timeout_seconds", 0.5),
         ("AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS", "15", "budget_status_interval_seconds", 15.0),
         ("AGENTGOV_WATCH_TIMEOUT_SECONDS", "120", "stalled_watch_seconds", 240.0),
+        ("AGENTGOV_PEERING_LIFETIME_SECONDS", "15", "peering_lifetime_seconds", 15),
     ],
     ids=[
         "an image from a registry with a port",
@@ -72,6 +73,7 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
         "a spend store read timeout",
         "a budget status interval",
         "a watch timeout, and a stall at twice it",
+        "a peering lifetime",
     ],
 )
 def test_a_variable_sets_its_setting(variable: str, value: str, attribute: str, expected: Any) -> None:
@@ -132,6 +134,8 @@ def test_resource_variables_override_one_default_each(environ: dict[str, str], a
         ("AGENTGOV_REDIS_TIMEOUT_SECONDS", "-1", "expected a positive number of seconds"),
         ("AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS", "1m", "expected a number of seconds"),
         ("AGENTGOV_WATCH_TIMEOUT_SECONDS", "0", "expected a positive number of seconds"),
+        ("AGENTGOV_PEERING_LIFETIME_SECONDS", "5", "from 10 to 3600"),
+        ("AGENTGOV_PEERING_LIFETIME_SECONDS", "1m", "a whole number of seconds"),
     ],
     ids=[
         "an image ending in a colon",
@@ -173,6 +177,8 @@ def test_resource_variables_override_one_default_each(environ: dict[str, str], a
         "a negative spend store timeout",
         "a budget status interval with a unit",
         "a zero watch timeout",
+        "a peering lifetime under 10 s",
+        "a peering lifetime with a unit",
     ],
 )
 def test_a_malformed_value_is_refused_naming_the_variable(variable: str, value: str, expected: str) -> None:

@@ -24,6 +24,7 @@ Unset or empty variables take the defaults below.
 | AGENTGOV_REDIS_TIMEOUT_SECONDS | 5 | bound on each read of the budget store |
 | AGENTGOV_BUDGET_STATUS_INTERVAL_SECONDS | 60 | how often AgentBudget spend is re-read into status |
 | AGENTGOV_OTLP_ENDPOINT | (none) | OpenTelemetry collector (``http(s)://host:port``, OTLP/HTTP): given to every sidecar as ``OTEL_EXPORTER_OTLP_ENDPOINT`` and opened in its NetworkPolicy; unset: no traces |
+| AGENTGOV_PEERING_LIFETIME_SECONDS | 60 | with several replicas (``--peering``): how long a replica's peering entry counts as alive without a keep-alive; a replica that dies without stopping (SIGKILL, a lost node) is taken over by a standby after this long (from 10 to 3600) |
 | AGENTGOV_WATCH_TIMEOUT_SECONDS | 300 | length of one watch request; a watch with no answer from the API server for twice this fails liveness |
 | AGENTGOV_AUDIT_LOG | /var/log/agentgov/operator-audit.jsonl | the operator's audit log (JSON lines; the chart and manifests mount an emptyDir there). Left at the default, it is off where that directory does not exist (outside the image) |
 | AGENTGOV_AUDIT_STDOUT, AGENTGOV_AUDIT_ES_*, AGENTGOV_AUDIT_S3_*, AGENTGOV_AUDIT_SOURCE | off | ship the operator's audit log to stdout, Elasticsearch/OpenSearch and S3 (``agentgov.audit.sinks.settings.ENV_VARIABLES``; docs/audit-sinks.md); the source defaults to the pod name (``HOSTNAME``) |
@@ -151,6 +152,8 @@ class OperatorConfig(BaseModel):
     redis_timeout_seconds: float = Field(5.0, gt=0)
     budget_status_interval_seconds: float = Field(60.0, gt=0)
     watch_timeout_seconds: float = Field(300.0, gt=0)
+    # kopf's settings.peering.lifetime: a dead replica's entry expires, and a standby takes over, after it.
+    peering_lifetime_seconds: int = Field(60, ge=10, le=3600)
     otlp_endpoint: str | None = None
     # The operator's own audit log (agent, policy, budget and secret changes).
     audit_log: Path = OPERATOR_AUDIT_LOG
@@ -231,6 +234,11 @@ class OperatorConfig(BaseModel):
                               ("SECRETS_TIMEOUT_SECONDS", "secrets_timeout_seconds")):
             if (seconds := env.get(suffix)) is not None:
                 values[field] = _seconds(env.name(suffix), seconds)
+        if (lifetime := env.get("PEERING_LIFETIME_SECONDS")) is not None:
+            if not lifetime.isdigit() or not 10 <= int(lifetime) <= 3600:
+                raise ConfigError(env.name("PEERING_LIFETIME_SECONDS"),
+                                  f"expected a whole number of seconds from 10 to 3600, got {lifetime[:20]!r}")
+            values["peering_lifetime_seconds"] = int(lifetime)
         secrets_timeout = values.get("secrets_timeout_seconds", 10.0)
         assert isinstance(secrets_timeout, float)
         values["secret_providers"] = _secret_providers(env, secrets_timeout)
@@ -281,6 +289,7 @@ KNOWN_VARIABLES: Final = frozenset(
         "REDIS_TIMEOUT_SECONDS",
         "BUDGET_STATUS_INTERVAL_SECONDS",
         "WATCH_TIMEOUT_SECONDS",
+        "PEERING_LIFETIME_SECONDS",
         "OTLP_ENDPOINT",
         "AUDIT_LOG",
         *(variable.removeprefix(PREFIX) for variable in SINK_VARIABLES),

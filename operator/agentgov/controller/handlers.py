@@ -98,6 +98,7 @@ async def startup(*, settings: kopf.OperatorSettings, memo: kopf.Memo, logger: k
     # Several replicas peer (--peering): kopf pauses every operator while peers of equal priority
     # are alive, so each replica takes its own; the highest serves, the others stand by.
     settings.peering.priority = secrets.randbelow(2**31)
+    settings.peering.lifetime = config.peering_lifetime_seconds
     settings.watching.server_timeout = config.watch_timeout_seconds
     settings.networking.request_timeout = 60
     settings.execution.max_workers = 8
