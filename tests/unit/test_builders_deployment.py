@@ -79,6 +79,15 @@ def test_the_agent_is_pointed_at_the_sidecar_and_gets_its_env_and_secrets() -> N
     assert env["SEARCH_API_KEY"] == {"secretKeyRef": {"name": "research-assistant-secrets", "key": "SEARCH_API_KEY"}}
 
 
+def test_a_secret_not_exposed_to_the_agent_is_only_in_the_materialised_secret() -> None:
+    secrets = [{"name": "SEARCH_API_KEY", "vault": {"path": "agents/research", "key": "search-api-key"}},
+               {"name": "ES_PASSWORD", "vault": {"path": "agents/audit", "key": "es"}, "exposeToAgent": False}]
+    inputs = make_inputs(agent_changes={"spec.secrets": secrets})
+    deployment = _deployment(inputs)
+    assert "ES_PASSWORD" not in _env(container(deployment, "agent")) and "SEARCH_API_KEY" in _env(container(deployment, "agent"))
+    assert "research-assistant-secrets" in referenced_secrets(inputs, compile_bundle(inputs))
+
+
 def test_the_agent_gets_no_model_credentials_only_a_placeholder_key() -> None:
     agent = container(_deployment(), "agent")
     assert _env(agent)["OPENAI_API_KEY"] == "agentgov-sidecar-holds-the-key"

@@ -237,6 +237,14 @@ class SecretSource(Model):
     aws: AwsSource | None = Field(None, description="From AWS Secrets Manager.")
     azure: AzureSource | None = Field(None, description="From Azure Key Vault.")
     refresh_interval: Duration = Field("1h", description="How often the value is re-read from its source.")
+    expose_to_agent: bool = Field(
+        True,
+        description=(
+            "Inject the value into the agent container as an environment variable. false keeps it "
+            "out of the agent: only materialised into <agent>-secrets, for the sidecar to read "
+            "(e.g. an audit sink's credentials: passwordSecretRef {name: <agent>-secrets, key: NAME})."
+        ),
+    )
 
     cel_rules = (
         Rule(
@@ -244,6 +252,11 @@ class SecretSource(Model):
             ".filter(x, x).size() == 1",
             message="exactly one of secretKeyRef, vault, aws or azure is required",
             check=lambda m: sum(s is not None for s in (m.secret_key_ref, m.vault, m.aws, m.azure)) == 1,
+        ),
+        Rule(
+            cel="!has(self.secretKeyRef) || !has(self.exposeToAgent) || self.exposeToAgent",
+            message="only vault, aws and azure sources may set exposeToAgent to false (a secretKeyRef is used where it is)",
+            check=lambda m: m.secret_key_ref is None or m.expose_to_agent,
         ),
     )
 
