@@ -70,6 +70,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from harness.redis import free_port
+from harness.threaded import ThreadedServer
 
 DOMAIN = 'agentgov.test'
 VAULT_DOMAIN = f'vault.{DOMAIN}'
@@ -198,10 +199,11 @@ def _entra_error(status: int, error: str, code: int, description: str) -> _Reply
     })
 
 
-class AzureKeyVaultServer:
+class AzureKeyVaultServer(ThreadedServer):
     """Key Vault + Entra ID over HTTPS, behind a CONNECT proxy, on 127.0.0.1, from a thread."""
 
     def __init__(self, workdir: Path, tenant: str = TENANT) -> None:
+        super().__init__()
         self.workdir = workdir
         self.tenant = tenant
         self.tls = make_tls(workdir / 'tls', [f'*.{VAULT_DOMAIN}', LOGIN_HOST])
@@ -216,12 +218,9 @@ class AzureKeyVaultServer:
         self._requests: list[RequestRecord] = []
         self.issued_tokens: list[str] = []
         self.internal_errors: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._proxy: asyncio.base_events.Server | None = None
         self._tunnels: set[asyncio.StreamWriter] = set()
-        self._released: asyncio.Event | None = None
         # The resource the 401 challenge names; a test sets another to act as a vault (or an
         # impostor) whose challenge does not match its URL.
         self.challenge_resource = RESOURCE
@@ -249,56 +248,6 @@ class AzureKeyVaultServer:
         return VAULT_URL_TEMPLATE.format(vault=vault)
 
     # ---- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> AzureKeyVaultServer:
-        if self._thread is not None:
-            return self
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name='azure-keyvault', daemon=True)
-        self._thread.start()
-        self._run(self._setup_released())
-        self.start_listening()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None or self._loop is None:
-            return
-        self.stop_listening()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
-        self._thread = self._loop = None
-
-    def __enter__(self) -> AzureKeyVaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start_listening(self) -> None:
-        """Serve (again) on the same ports."""
-        self._run(self._listen())
-
-    def stop_listening(self) -> None:
-        """Close both listening sockets and every open connection: clients get connection refused."""
-        self._run(self._unlisten())
-
-    def pause(self) -> None:
-        """Accept connections (and tunnels, and TLS) and read requests; answer nothing until ``resume``."""
-        assert self._loop is not None and self._released is not None
-        self._loop.call_soon_threadsafe(self._released.clear)
-
-    def resume(self) -> None:
-        assert self._loop is not None and self._released is not None
-        self._loop.call_soon_threadsafe(self._released.set)
-
-    def _run(self, coro: Any) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
-
-    async def _setup_released(self) -> None:
-        self._released = asyncio.Event()
-        self._released.set()
 
     async def _listen(self) -> None:
         if self._runner is not None:

@@ -59,6 +59,7 @@ from typing import Any
 from aiohttp import web
 
 from harness.redis import free_port
+from harness.threaded import ThreadedServer
 
 # Vault's default max_request_size (32 MiB) and default max lease (768h).
 MAX_REQUEST_SIZE = 32 * 1024 * 1024
@@ -199,10 +200,11 @@ def _name_glob(patterns: Iterable[str], name: str) -> bool:
     return any(p == '*' or re.fullmatch('.*'.join(re.escape(x) for x in p.split('*')), name) for p in patterns)
 
 
-class VaultServer:
+class VaultServer(ThreadedServer):
     """A Vault server (KV v2, tokens, Kubernetes auth) on 127.0.0.1, served from a thread."""
 
     def __init__(self, host: str = '127.0.0.1', port: int | None = None) -> None:
+        super().__init__()
         self.host = host
         self.port = port or free_port()
         self.root_token = 'hvs.' + secrets.token_urlsafe(24)
@@ -217,58 +219,13 @@ class VaultServer:
         self.internal_errors: list[str] = []
         self._hooks: list[_Hook] = []
         self._accessor: str | None = None  # of the token the request being served presented
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._released: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
         return f'http://{self.host}:{self.port}'
 
     # ---- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> VaultServer:
-        if self._thread is not None:
-            return self
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name='vault', daemon=True)
-        self._thread.start()
-        self._run(self._setup_released())
-        self.start_listening()
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None or self._loop is None:
-            return
-        self.stop_listening()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=30)
-        self._loop.close()
-        self._thread = self._loop = None
-
-    def __enter__(self) -> VaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start_listening(self) -> None:
-        """Serve on the same port again (after ``stop_listening``)."""
-        self._run(self._listen())
-
-    def stop_listening(self) -> None:
-        """Close the listening socket and every open connection: clients get connection refused."""
-        self._run(self._unlisten())
-
-    def pause(self) -> None:
-        """Accept connections and read requests, answer nothing until ``resume``."""
-        assert self._loop is not None and self._released is not None
-        self._loop.call_soon_threadsafe(self._released.clear)
-
-    def resume(self) -> None:
-        assert self._loop is not None and self._released is not None
-        self._loop.call_soon_threadsafe(self._released.set)
 
     def seal(self) -> None:
         with self._lock:
@@ -285,14 +242,6 @@ class VaultServer:
 
     def now(self) -> float:
         return time.time() + self._clock_offset
-
-    def _run(self, coro: Any) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=30)
-
-    async def _setup_released(self) -> None:
-        self._released = asyncio.Event()
-        self._released.set()
 
     async def _listen(self) -> None:
         if self._runner is not None:
