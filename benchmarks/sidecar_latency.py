@@ -361,9 +361,12 @@ async def stand_in_agent() -> AsyncIterator[int]:
 
 
 @contextlib.asynccontextmanager
-async def environment(latencies: Sequence[float], workdir: pathlib.Path, profile: pathlib.Path | None
+async def environment(latencies: Sequence[float], workdir: pathlib.Path, profile: pathlib.Path | None,
+                      sidecars: Mapping[str, str] = SIDECARS, chunk_delay_ms: float = 0.0
                       ) -> AsyncIterator[Environment]:
-    """Start Redis, one stand-in model per latency, the sidecars, and issue execution ids; stop all."""
+    """Start Redis, one stand-in model per latency, the sidecars, and issue execution ids; stop all.
+    ``sidecars``: which of ``SIDECARS`` to start; ``chunk_delay_ms``: the stand-ins' pause between
+    stream chunks (``benchmarks/gateways.py`` uses both)."""
     env = Environment(workdir, "sk-bench-" + secrets.token_urlsafe(24))
     async with contextlib.AsyncExitStack() as stack:
         agent_port = await stack.enter_async_context(stand_in_agent())
@@ -373,12 +376,12 @@ async def environment(latencies: Sequence[float], workdir: pathlib.Path, profile
                 process.stop()
 
         stack.callback(stop_all)
-        auth_key = start_servers(env, latencies, agent_port, profile)
+        auth_key = start_servers(env, latencies, agent_port, profile, sidecars, chunk_delay_ms)
         yield await _ready(env, auth_key)
 
 
-def start_servers(env: Environment, latencies: Sequence[float], agent_port: int, profile: pathlib.Path | None
-                  ) -> bytes:
+def start_servers(env: Environment, latencies: Sequence[float], agent_port: int, profile: pathlib.Path | None,
+                  sidecars: Mapping[str, str] = SIDECARS, chunk_delay_ms: float = 0.0) -> bytes:
     """Spawn redis-server, the stand-in models and the sidecars (on free ports, with the bundle
     and secrets written to the work directory); the HMAC key callers' tokens are signed with."""
     workdir = env.workdir
@@ -396,19 +399,22 @@ def start_servers(env: Environment, latencies: Sequence[float], agent_port: int,
         port = free_port()
         env.upstreams[latency] = process = spawn(
             f"stand-in model ({latency:g} ms)",
-            [sys.executable, __file__, "--serve", "upstream", "--port", str(port), "--latency-ms", str(latency)],
+            [sys.executable, __file__, "--serve", "upstream", "--port", str(port), "--latency-ms", str(latency),
+             "--chunk-delay-ms", str(chunk_delay_ms)],
             logs / f"upstream-{latency:g}ms.log", child_env(**{UPSTREAM_KEY_ENV: env.upstream_key}), workdir)
         process.port = port
 
     secrets_dir = workdir / "secrets"
-    auth_key = os.urandom(32)
+    # Printable, as a Secret usually holds it: the sidecar reads a key file that starts with "{"
+    # as a JWKS, which 32 random bytes did about once in 200 runs (the run then never got ready).
+    auth_key = secrets.token_hex(32).encode()
     write_secret(pathlib.Path(AUTH_KEY.path(str(secrets_dir))), auth_key)
     write_secret(pathlib.Path(UPSTREAM_KEY.path(str(secrets_dir))), env.upstream_key.encode())
     upstream_urls = {latency: f"http://127.0.0.1:{p.port}/v1" for latency, p in env.upstreams.items()}
     bundle_path = workdir / "bundle" / "bundle.json"
     bundle_path.parent.mkdir(parents=True, exist_ok=True)
     bundle_path.write_text(canonical_json(bench_bundle(agent_port, upstream_urls)))
-    for name, variant in SIDECARS.items():
+    for name, variant in sidecars.items():
         port, egress_port = free_port(), free_port()
         extra = {"AGENTGOV_AUDIT_LOG": str(workdir / f"audit-{name}.jsonl"), "AGENTGOV_EGRESS_PORT": str(egress_port)}
         common = ["--bundle", str(bundle_path), "--secrets-dir", str(secrets_dir), "--host", "127.0.0.1",
@@ -893,10 +899,11 @@ async def _until_terminated() -> None:
     await stop.wait()
 
 
-async def serve_upstream(port: int, latency_ms: float) -> None:
+async def serve_upstream(port: int, latency_ms: float, chunk_delay_ms: float = 0.0) -> None:
     from agentgov.demo.model import ModelConfig, serving_model
 
-    config = ModelConfig(latency_ms=latency_ms, api_key=os.environ[UPSTREAM_KEY_ENV], name="bench")
+    config = ModelConfig(latency_ms=latency_ms, api_key=os.environ[UPSTREAM_KEY_ENV], name="bench",
+                         chunk_delay_ms=chunk_delay_ms)
     async with serving_model(config, port=port):
         await _until_terminated()
 
@@ -941,6 +948,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="run nothing: rewrite the table and the plot from the results JSON in --out")
     parser.add_argument("--serve", choices=("upstream", "sidecar-memory"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--bundle", help=argparse.SUPPRESS)
     parser.add_argument("--secrets-dir", help=argparse.SUPPRESS)
     parser.add_argument("--host", default="127.0.0.1", help=argparse.SUPPRESS)
@@ -960,7 +968,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve == "upstream":
-        asyncio.run(serve_upstream(args.port, float(args.latency_ms)))
+        asyncio.run(serve_upstream(args.port, float(args.latency_ms), args.chunk_delay_ms))
         return 0
     if args.serve == "sidecar-memory":
         asyncio.run(serve_memory_sidecar(args.bundle, args.secrets_dir, args.host, args.port))
