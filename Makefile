@@ -64,6 +64,21 @@ bench-sidecar: venv  ## the sidecar's added latency and throughput (benchmarks/r
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/sidecar_latency.py $(BENCH_SIDECAR_ARGS)
 
+BENCH_GATEWAYS_ARGS ?=
+.PHONY: bench-gateways
+
+bench-gateways: venv  ## agentgov beside nginx and LiteLLM's proxy, same upstream, same load (benchmarks/results/gateways.*; ~15 min)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	benchmarks/contenders/setup_litellm.sh
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || echo "nginx not found: its contender is skipped (Debian: apt-get install nginx-light)"
+	$(BIN)/python benchmarks/gateways.py $(BENCH_GATEWAYS_ARGS)
+
+SOAK_ARGS ?=
+.PHONY: soak
+soak: venv  ## the sidecar under load for 5 minutes while faults are injected in turn (benchmarks/results/soak.*)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
+
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

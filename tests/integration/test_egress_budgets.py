@@ -1,12 +1,14 @@
 """Budgets on the egress port, over real HTTP with a real redis-server: the ``openai`` SDK as the
 agent's client, the real sidecar, the stand-in model. Refusals that name the budget, alerts
-once per threshold, 64 concurrent calls that never overspend (read back from Redis), and Redis
+once per threshold, 64 concurrent calls that never overspend (read back from Redis), Redis
 killed mid-load: the cache keeps answering, each budget follows its failure policy, and
-everything recovers when Redis returns."""
+everything recovers when Redis returns; and the usage records, written off the answer's path:
+an L1 hit never waits for a hung Redis, and the records queued when the sidecar stops reach Redis."""
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,21 @@ async def call(client: Any, messages: list[dict[str, str]], **kwargs: Any) -> tu
     except openai.APIStatusError as e:
         return e.status_code, e.body, dict(e.response.headers)
     return raw.http_response.status_code, raw.parse(), dict(raw.headers)
+
+
+async def usage_of(url: str, user: str) -> dict[str, int]:
+    """The user's usage figures of today for the sidecar's agent and the route's model."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        raw = await client.hgetall(spendstore.usage_key(user, dt.datetime.now(dt.timezone.utc)))
+    finally:
+        await client.aclose()
+    figures = {}
+    for name, value in raw.items():
+        parsed = spendstore.parse_usage_field(name.decode())
+        if parsed is not None and parsed[:3] == (NAMESPACE, 'research-assistant', 'gpt-4o-mini'):
+            figures[parsed[3]] = int(value)
+    return figures
 
 
 async def day_spend(url: str, budget_name: str, user: str) -> spendstore.SubjectSpend:
@@ -189,3 +206,43 @@ async def test_redis_killed_mid_load_fails_no_cached_call_budgets_follow_their_p
     assert (metric_value(metrics_down, 'agentgov_budget_store_degraded_total', budget='alice-open') or 0) > 0
     assert recovered[0] == 200 and ready_up['redis'] == {'configured': True, 'up': True, 'error': None}
     assert alice_spend.spent_micros > 0
+
+
+async def test_an_l1_hit_answers_while_redis_hangs_and_its_usage_is_written_once_redis_wakes(
+        tmp_path: Path, private_redis: RedisServer) -> None:
+    hung_for = 5.0  # the Redis timeout: a hit that waited for Redis would take at least this long
+    async with serving_model() as model, \
+            egress_sidecar(tmp_path, bundle_for(model, [budget('open', failure_policy='Open', daily=100.0)]),
+                           redis_url=private_redis.url, redis_timeout_seconds=hung_for) as (sidecar, _):
+        client = openai_client(sidecar, await execution_id(sidecar, ALICE))
+        assert (await call(client, ask(1), temperature=0))[2]['x-agentgov-cache'] == 'miss'
+        await async_wait_for(lambda: usage_of(private_redis.url, 'alice'), lambda u: u.get('calls') == 1,
+                             what="the miss's usage record")
+        private_redis.pause()
+        try:
+            started = time.monotonic()
+            status, _, headers = await call(client, ask(1), temperature=0)
+            elapsed = time.monotonic() - started
+        finally:
+            private_redis.resume()
+        usage = await async_wait_for(lambda: usage_of(private_redis.url, 'alice'), lambda u: u.get('calls') == 2,
+                                     what="the hit's usage record", timeout=15)
+    assert (status, headers['x-agentgov-cache']) == (200, 'hit')
+    assert elapsed < hung_for / 2, f'an L1 hit waited {elapsed:.2f}s while Redis hung'
+    assert usage['cache_hits'] == 1 and model.model_calls() == 1
+
+
+async def test_usage_records_queued_when_the_sidecar_stops_reach_redis(tmp_path: Path, redis_url: str) -> None:
+    calls = 12
+    async with serving_model() as model, \
+            egress_sidecar(tmp_path, bundle_for(model, [budget('roomy', daily=100.0)]), redis_url=redis_url,
+                           redis_timeout_seconds=PATIENT) as (sidecar, _):
+        client = openai_client(sidecar, await execution_id(sidecar, BOB))
+        answers = await asyncio.gather(*(call(client, ask(i), temperature=0) for i in range(calls)))
+    # Read only after the sidecar stopped: whatever was still queued was written at shutdown.
+    usage = await usage_of(redis_url, 'bob')
+    spent = await day_spend(redis_url, 'roomy', 'bob')
+    assert all(a[0] == 200 for a in answers)
+    assert usage['calls'] == calls and usage['cache_hits'] == 0
+    assert usage['cost_micros'] == spent.spent_micros == round(
+        sum(float(a[2]['x-agentgov-cost-usd']) for a in answers) * 1e6)

@@ -1,5 +1,6 @@
 """The spend store contract, run against the real Redis store and the in-process one alike, then the
-guard's failure policies against a redis-server that is killed, paused and restarted.
+guard's failure policies against a redis-server that is killed, paused and restarted, and its
+usage records, written in the background (batched, bounded, replayed, flushed at shutdown).
 
 Every figure asserted is read back from the store (for Redis: the hash itself, with HGETALL).
 """
@@ -409,4 +410,143 @@ async def test_a_reservation_that_timed_out_is_taken_back_when_redis_answers(pri
     finally:
         if private_redis.paused:
             private_redis.resume()
+        await client.aclose()
+
+
+# --- usage records: queued by the caller, written in the background ----------------------------
+
+USAGE_DAY = dt.date(2025, 3, 14)  # NOON's day
+
+
+async def usage_calls(client: aioredis.Redis, user: str = 'alice') -> int:
+    raw = await client.hgetall(spendstore.usage_key(user, USAGE_DAY))
+    field = spendstore.usage_field(NS, 'research-assistant', TEST_MODEL, 'calls').encode()
+    return int(raw.get(field, 0))
+
+
+def record(guard: BudgetGuard, user: str = 'alice') -> None:
+    guard.record_usage(bundle_with(budget()), user, TEST_MODEL, 15, 100, cost_usd=0.215)
+
+
+async def test_usage_records_queued_together_are_written_summed_per_field(private_redis: RedisServer) -> None:
+    guard, client = guard_on(private_redis, Clock())
+    try:
+        await client.config_resetstat()
+        for _ in range(50):
+            record(guard)
+        record(guard, 'bob')
+        assert guard.usage_queued == 51
+        assert await guard.flush_usage(5.0) == 0
+        assert (await usage_calls(client), await usage_calls(client, 'bob')) == (50, 1)
+        stats = await client.info('commandstats')
+        # Five fields per user hash, whatever the number of records: 2 users -> 10 HINCRBY.
+        assert (stats['cmdstat_hincrby']['calls'], stats['cmdstat_expire']['calls']) == (10, 2)
+        assert guard.counters.usage_written == 51 and guard.counters.usage_failed == 0
+    finally:
+        await client.aclose()
+
+
+async def test_usage_recorded_while_redis_is_down_is_replayed_when_it_returns(private_redis: RedisServer) -> None:
+    guard, client = guard_on(private_redis, Clock())
+    try:
+        private_redis.kill()
+        for _ in range(3):
+            record(guard)  # never waits: the writer meets the dead Redis, not the caller
+        assert await guard.flush_usage(5.0) == 0
+        assert guard.counters.usage_failed == 3 and guard.pending == 3
+        assert guard.health()['usageFailed'] == 3
+        private_redis.start()  # empty: nothing was persisted
+        await async_wait_for(guard.probe, what='the store to answer again')
+        await async_wait_for(lambda: asyncio.sleep(0, guard.pending), lambda n: n == 0, what='the replay')
+        assert await usage_calls(client) == 3
+    finally:
+        await client.aclose()
+
+
+async def test_usage_that_timed_out_on_a_hung_redis_is_not_replayed_so_never_counted_twice(
+        private_redis: RedisServer) -> None:
+    guard, client = guard_on(private_redis, Clock())
+    try:
+        await guard.probe()  # connected and warm
+        private_redis.pause()
+        for _ in range(3):
+            record(guard)
+        assert await guard.flush_usage(5.0) == 0
+        assert guard.counters.usage_unconfirmed == 3 and guard.pending == 0
+        assert guard.health()['usageUnconfirmed'] == 3
+        private_redis.resume()
+        # The hung server had read the write before it stopped: it runs it once it wakes up.
+        await async_wait_for(lambda: usage_calls(client), lambda n: n == 3, what='the write the server had read')
+        await async_wait_for(guard.probe, what='the store to answer again')
+        assert await guard.flush_pending() == 0 and await usage_calls(client) == 3
+    finally:
+        if private_redis.paused:
+            private_redis.resume()
+        await client.aclose()
+
+
+async def test_a_full_usage_queue_drops_new_records_and_counts_them(private_redis: RedisServer) -> None:
+    guard, client = guard_on(private_redis, Clock(), usage_queue_limit=5)
+    try:
+        for _ in range(8):  # record_usage never suspends: the writer has taken nothing yet
+            record(guard)
+        assert guard.usage_queued == 5 and guard.health()['usageDropped'] == 3
+        assert await guard.flush_usage(5.0) == 0
+        assert await usage_calls(client) == 5
+    finally:
+        await client.aclose()
+
+
+async def test_closing_writes_the_queued_usage_records(private_redis: RedisServer) -> None:
+    guard, client = guard_on(private_redis, Clock())
+    try:
+        for _ in range(4):
+            record(guard)
+        await guard.aclose()
+        assert await usage_calls(client) == 4
+        assert guard.usage_queued == 0 and guard.counters.usage_dropped == 0
+    finally:
+        await client.aclose()
+
+
+async def test_closing_with_redis_hung_gives_up_at_the_deadline_and_counts_the_records(
+        private_redis: RedisServer) -> None:
+    client = redis_client(private_redis.url, 5.0)
+    guard = BudgetGuard(RedisSpendStore(client, timeout=5.0), clock=Clock())
+    try:
+        await guard.probe()
+        private_redis.pause()
+        for _ in range(3):
+            record(guard)
+        await asyncio.sleep(0)  # the writer takes the batch and waits on the hung Redis
+        started = time.monotonic()
+        await guard.aclose(timeout=0.2)
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.0, f'closing waited {elapsed:.2f}s, past its 0.2s deadline'
+        assert guard.usage_queued == 0 and guard.counters.usage_dropped == 3
+    finally:
+        if private_redis.paused:
+            private_redis.resume()
+        await client.aclose()
+
+
+async def test_without_a_store_usage_records_are_counted_as_dropped() -> None:
+    guard = BudgetGuard(None, clock=Clock())
+    record(guard)
+    assert guard.usage_queued == 0 and guard.health()['usageDropped'] == 1
+
+
+async def test_after_redis_restarts_one_failed_call_is_enough_to_renew_the_pooled_connections(
+        private_redis: RedisServer) -> None:
+    client = redis_client(private_redis.url, 2.0)
+    store = RedisSpendStore(client, timeout=2.0)
+    try:
+        await asyncio.gather(*(store.ping() for _ in range(8)))  # eight pooled connections
+        private_redis.kill()
+        private_redis.start()  # every pooled connection is now dead
+        with pytest.raises(SpendStoreUnavailable):
+            await store.ping()
+        results = await asyncio.gather(*(store.ping() for _ in range(8)), return_exceptions=True)
+        assert [r for r in results if r is not None] == [], 'stale pooled connections failed calls after Redis was back'
+    finally:
         await client.aclose()

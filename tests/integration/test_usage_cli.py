@@ -25,7 +25,8 @@ def agentgov(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 async def record_calls(url: str) -> None:
-    """What the egress does per call: reserve, settle, record usage; and a cache hit; and an old call."""
+    """What the egress does per call: reserve, settle, record usage; and a cache hit; and an old call.
+    Usage records are written in the background: closing the guard writes what is queued."""
     client = redis_client(url, 2.0)
     now = time.time()
     clock = lambda: now  # noqa: E731
@@ -35,12 +36,14 @@ async def record_calls(url: str) -> None:
         for _ in range(3):
             hold = await guard.reserve(bundle, identity(), TEST_MODEL, chat(100))
             settlement = await guard.settle(hold, 15, 100)
-            await guard.record_usage(bundle, 'alice', TEST_MODEL, 15, 100, cost_usd=settlement.cost_usd)
-        await guard.record_usage(bundle, 'alice', TEST_MODEL, 15, 100, cached=True)
-        await guard.record_usage(bundle, 'alice', 'gpt-4o', 1000, 1000)  # priced with shipped prices
-        await guard.record_usage(bundle, 'bob', 'gpt-4o', 1000, 1000)
+            guard.record_usage(bundle, 'alice', TEST_MODEL, 15, 100, cost_usd=settlement.cost_usd)
+        guard.record_usage(bundle, 'alice', TEST_MODEL, 15, 100, cached=True)
+        guard.record_usage(bundle, 'alice', 'gpt-4o', 1000, 1000)  # priced with shipped prices
+        guard.record_usage(bundle, 'bob', 'gpt-4o', 1000, 1000)
         now -= 40 * DAY
-        await guard.record_usage(bundle, 'alice', 'gpt-4o', 1000, 1000)
+        guard.record_usage(bundle, 'alice', 'gpt-4o', 1000, 1000)
+        await guard.aclose()
+        assert guard.counters.usage_written == 7
     finally:
         await client.aclose()
 

@@ -16,7 +16,12 @@ Pure part:
 
 I/O part: :class:`ResponseCache`, an in-process L1 (LRU, bounded by entries and bytes, TTL)
 in front of an optional Redis L2 shared by every replica of the agent, written with
-``SET key value EX ttl`` (SETEX's current form; redis-py deprecates ``setex``). ``get`` looks in L1, then L2, and promotes an L2 hit into L1 for the rest of its Redis TTL. Redis is
+``SET key value EX ttl`` (SETEX's current form; redis-py deprecates ``setex``). ``get`` looks in L1, then L2, and promotes an L2 hit into L1 for the rest of its Redis TTL. ``put`` stores
+in L1 at once and queues the L2 write: one writer task sends what has queued in one pipeline,
+so an answer never waits for Redis and a busy sidecar shares many answers per round trip.
+Another replica sees an answer a round trip after it was stored; ``flush`` waits for the queue,
+``aclose`` writes it within a deadline at shutdown. The queue is bounded: an answer that finds
+it full is kept in L1 only, and counted (``l2_write_dropped``). Redis is
 never allowed to fail a request: every command runs under a timeout (0.25 s by default), and
 errors and timeouts are counted and read as a miss (or a skipped write). After repeated
 failures an internal breaker skips Redis for a second at a time, so a hung Redis costs
@@ -53,6 +58,7 @@ from agentgov.api.spendstore import cache_key
 from agentgov.api.toolpolicy import CircuitBreaker
 from agentgov.sidecar.breaker import Breaker
 from agentgov.sidecar.errors import ConfigError
+from agentgov.sidecar.spend import drop_idle_connections
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,11 @@ DEFAULT_REDIS_TIMEOUT_SECONDS: Final = 0.25
 # Accounting of an L1 entry beyond its body and key: the entry object, the answer, the LRU
 # and expiry bookkeeping (measured with tracemalloc, rounded up; see tests).
 ENTRY_OVERHEAD_BYTES: Final = 640
+# L2 writes waiting for the writer (beyond this, answers stay in L1 only), and how many one
+# round trip sends at most.
+L2_WRITE_QUEUE: Final = 1024
+L2_WRITE_BATCH: Final = 64
+DEFAULT_CLOSE_SECONDS: Final = 2.0
 # After this many consecutive Redis failures, skip L2 for a second before trying again.
 L2_BREAKER: Final = CircuitBreaker(failure_threshold=3, call_timeout_seconds=1, recovery_timeout_seconds=1,
                                    half_open_successes=1)
@@ -268,11 +279,13 @@ class CacheStats:
     redis_skipped: int = 0  # L2 lookups and writes skipped while the L2 breaker was open
     rejected_values: int = 0  # L2 values ignored as garbage, foreign or stored under another key
     too_large: int = 0  # answers not cached because they alone exceed maxBytes
+    l2_write_dropped: int = 0  # answers kept in L1 only: the L2 write queue was full, or the cache closed
     evictions: int = 0  # L1 entries dropped to stay within bounds (expiry not included)
     stores: int = 0
     saved_usd: float = 0.0
     entries: int = 0
     bytes: int = 0
+    l2_queued: int = 0  # L2 writes waiting (or being written) now
 
     @property
     def hits(self) -> int:
@@ -332,6 +345,11 @@ class ResponseCache:
         self._stats = CacheStats()
         self._policy = policy
         self._limits = cache_limits(policy)
+        # Redis key -> (value, TTL seconds): a newer answer for a key replaces one still queued.
+        self._l2_queue: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+        self._l2_writing = 0
+        self._l2_task: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def policy(self) -> Cache:
@@ -360,6 +378,7 @@ class ResponseCache:
         self._policy, self._limits = policy, limits
         if not limits.enabled:
             self.clear()
+            self._l2_queue.clear()
             return
         if limits.ttl_seconds < old_ttl:
             deadline = self._clock() + limits.ttl_seconds
@@ -376,7 +395,8 @@ class ResponseCache:
     def stats(self) -> CacheStats:
         """A copy of the counters, with L1's current size."""
         self._l1.expire(self._clock())
-        return dataclasses.replace(self._stats, entries=len(self._l1.entries), bytes=self._l1.bytes)
+        return dataclasses.replace(self._stats, entries=len(self._l1.entries), bytes=self._l1.bytes,
+                                   l2_queued=len(self._l2_queue) + self._l2_writing)
 
     # -- get / put --------------------------------------------------------------------------
 
@@ -403,9 +423,9 @@ class ResponseCache:
         return self._hit(answer, "l2")
 
     async def put(self, key: CacheKey, answer: CachedAnswer) -> bool:
-        """Store an answer in L1 and L2 for the policy's TTL. False when it was not stored at all
-        (cache disabled, or the answer alone exceeds maxBytes). A failed L2 write is counted in
-        ``redis_errors`` and does not fail the put."""
+        """Store an answer in L1 and queue its L2 write, for the policy's TTL; never waits for
+        Redis. False when it was not stored at all (cache disabled, or the answer alone exceeds
+        maxBytes). A failed L2 write is counted in ``redis_errors`` and does not fail the put."""
         if not self._limits.enabled:
             return False
         slot = key.redis_key
@@ -414,7 +434,7 @@ class ResponseCache:
             return False
         self._put_l1(slot, answer, self._clock() + self._limits.ttl_seconds)
         self._stats.stores += 1
-        await self._put_l2(key, answer)
+        self._queue_l2(key, answer)
         return True
 
     def _hit(self, answer: CachedAnswer, level: Level) -> CacheHit:
@@ -463,6 +483,7 @@ class ResponseCache:
         except (RedisError, OSError, asyncio.TimeoutError) as e:
             permit.failure()
             self._redis_failed("GET", e)
+            await drop_idle_connections(self._redis, e)
             return None
         except BaseException:
             permit.release()
@@ -479,27 +500,73 @@ class ResponseCache:
             return None
         return answer, ttl_ms if isinstance(ttl_ms, int) else -1
 
-    async def _put_l2(self, key: CacheKey, answer: CachedAnswer) -> None:
+    def _queue_l2(self, key: CacheKey, answer: CachedAnswer) -> None:
         if self._redis is None:
             return
-        permit = self._breaker.try_acquire()
-        if permit is None:
-            self._stats.redis_skipped += 1
+        slot = key.redis_key
+        if self._closed or (slot not in self._l2_queue and len(self._l2_queue) >= L2_WRITE_QUEUE):
+            self._stats.l2_write_dropped += 1
             return
-        value = encode_l2(key.digest, answer)
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._redis.set(key.redis_key, value, ex=self._limits.ttl_seconds)
-        except (RedisError, OSError, asyncio.TimeoutError) as e:
-            permit.failure()
-            self._redis_failed("SET", e)
-            return
-        except BaseException:
-            permit.release()
-            raise
-        permit.success()
+        self._l2_queue[slot] = (encode_l2(key.digest, answer), self._limits.ttl_seconds)
+        self._l2_queue.move_to_end(slot)
+        if self._l2_task is None or self._l2_task.done():
+            self._l2_task = asyncio.get_running_loop().create_task(self._write_l2(), name="agentgov-cache-l2-writer")
 
-    def _redis_failed(self, command: str, error: BaseException) -> None:
-        self._stats.redis_errors += 1
+    async def _write_l2(self) -> None:
+        """Write queued answers, a batch per round trip, until none is left."""
+        assert self._redis is not None
+        while self._l2_queue:
+            batch = [self._l2_queue.popitem(last=False) for _ in range(min(L2_WRITE_BATCH, len(self._l2_queue)))]
+            permit = self._breaker.try_acquire()
+            if permit is None:
+                self._stats.redis_skipped += len(batch)
+                continue
+            self._l2_writing = len(batch)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    pipe = self._redis.pipeline(transaction=False)
+                    for slot, (value, ttl) in batch:
+                        pipe.set(slot, value, ex=ttl)
+                    await pipe.execute()
+            except (RedisError, OSError, asyncio.TimeoutError) as e:
+                permit.failure()
+                self._redis_failed("SET", e, len(batch))
+                await drop_idle_connections(self._redis, e)
+                continue
+            except BaseException:
+                permit.release()
+                raise
+            finally:
+                self._l2_writing = 0
+            permit.success()
+
+    async def flush(self, timeout: float) -> int:
+        """Wait at most ``timeout`` seconds for the queued L2 writes; how many are still queued."""
+        task = self._l2_task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                pass
+        return len(self._l2_queue) + self._l2_writing
+
+    async def aclose(self, timeout: float = DEFAULT_CLOSE_SECONDS) -> None:
+        """Write the queued L2 writes within ``timeout`` seconds, then stop the writer; later
+        answers are kept in L1 only. What was not written is counted and logged."""
+        self._closed = True
+        left = await self.flush(timeout)
+        if self._l2_task is not None and not self._l2_task.done():
+            self._l2_task.cancel()
+            try:
+                await self._l2_task
+            except asyncio.CancelledError:
+                pass
+        if left:
+            self._l2_queue.clear()
+            self._stats.l2_write_dropped += left
+            log.warning("cache: %d answer(s) not written to L2 at shutdown", left)
+
+    def _redis_failed(self, command: str, error: BaseException, commands: int = 1) -> None:
+        self._stats.redis_errors += commands
         # The error type only: a Redis error message may carry the URL (and its password).
         log.warning("cache L2 %s failed (%s); treated as a miss", command, type(error).__name__)

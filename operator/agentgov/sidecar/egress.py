@@ -34,7 +34,10 @@ the app; this module is the I/O between them):
 6. **Record.** The answer is stored in the cache; one ``model_call`` audit record (user, role,
    execution, model, route, region, data classes, tokens, cost, cache, status, duration;
    bodies only with ``audit.includeBodies``), ``budget_alert`` / ``budget_denial`` records,
-   and the playbook's metrics.
+   and the playbook's metrics. What other replicas and ``agentgov usage`` read later — the
+   answer in L2 and the call's usage record — is queued for background writers rather than
+   awaited (the settlement is not: the next call's budget check must see it). When the egress
+   app stops, those queues are written within ``BACKGROUND_FLUSH_SECONDS``.
 
 Response headers for the agent: ``X-Agentgov-Cache: hit|miss``, ``X-Agentgov-Route`` (the
 route that answered), ``X-Agentgov-Region`` (when a region was chosen),
@@ -105,6 +108,8 @@ RETRY_CAP_SECONDS: Final = 1.0
 # settings decide it).
 REGION_BREAKER: Final = CircuitBreaker()
 _SAFE_NAME: Final = re.compile(r"[A-Za-z0-9._:/@+-]{1,128}")
+# At shutdown, how long the queued L2 writes and usage records may take to reach Redis.
+BACKGROUND_FLUSH_SECONDS: Final = 5.0
 # Requests that a policy refused (not failures of the sidecar or an upstream).
 _DENIED_CODES: Final = frozenset({"budget_exceeded", "budget_store_unavailable", "unknown_execution",
                                   "data_class_not_allowed", "region_not_allowed", "rate_limited"})
@@ -382,9 +387,10 @@ class ModelCall:
         outcome.input_tokens, outcome.output_tokens = answer.input_tokens, answer.output_tokens
         headers = {CACHE_HEADER: "hit", ROUTE_HEADER: route.name, COST_HEADER: usd(0.0)}
         assert self.execution is not None
-        await self.app.budgets.record_usage(self.bundle, self.execution.identity.user,
-                                            priced_model(self.bundle, route.name, route.upstream_model),
-                                            answer.input_tokens, answer.output_tokens, cost_usd=0.0, cached=True)
+        # Queued, not awaited: a hit answers without waiting for Redis.
+        self.app.budgets.record_usage(self.bundle, self.execution.identity.user,
+                                      priced_model(self.bundle, route.name, route.upstream_model),
+                                      answer.input_tokens, answer.output_tokens, cost_usd=0.0, cached=True)
         if self.stream:
             try:
                 completion = json.loads(answer.body)
@@ -643,9 +649,8 @@ class ModelCall:
         outcome.input_tokens, outcome.output_tokens = input_tokens, output_tokens
         outcome.cost_usd, outcome.cost_estimated = settlement.cost_usd, settlement.estimated
         user = self.execution.identity.user
-        await app.budgets.record_usage(self.bundle, user, priced_model(self.bundle, route.name, route.upstream_model),
-                                       input_tokens, output_tokens,
-                                       cost_usd=settlement.cost_usd)
+        app.budgets.record_usage(self.bundle, user, priced_model(self.bundle, route.name, route.upstream_model),
+                                 input_tokens, output_tokens, cost_usd=settlement.cost_usd)
         for alert in settlement.alerts:
             emit_budget_alert(app, alert, user=user, execution_id=self.execution.id, request_id=self.info.request_id)
         if hold.lines:
@@ -768,11 +773,22 @@ async def model_handler(request: web.Request) -> web.Response:
     return web.json_response({"id": route.name, "object": "model", "created": 0, "owned_by": route.provider})
 
 
+async def flush_background(egress_app: web.Application) -> None:
+    """After the egress app's last request: write what the requests queued for Redis (L2 answers,
+    usage records), within BACKGROUND_FLUSH_SECONDS; what is left is counted and logged by the
+    cache and the guard. Runs before the main app closes Redis."""
+    app = AppState(egress_app[MAIN_APP])
+    deadline = time.monotonic() + BACKGROUND_FLUSH_SECONDS
+    await app.cache.aclose(BACKGROUND_FLUSH_SECONDS)
+    await app.budgets.flush_usage(max(0.0, deadline - time.monotonic()))
+
+
 def create_egress_app(main: web.Application) -> web.Application:
     """The egress app over ``main``'s resources; start it once ``main``'s cleanup_ctx has run."""
     from agentgov.sidecar.app import error_middleware_for
 
     app = web.Application(middlewares=[error_middleware_for("egress")])
+    app.on_cleanup.append(flush_background)
     app[MAIN_APP] = main
     app[TOOL_RESOURCES] = ToolResources(app=AppState(main), breakers=main[BREAKERS], limiter=RateLimiter(),
                                         session=main[AGENT_SESSION])

@@ -29,6 +29,15 @@ ledger, and says so (``hold.degraded``, ``health()``, counters the caller turns 
 never a silent fallback. A settlement the store could not take is kept in a bounded queue and
 replayed when the store answers again; so is the spend counted locally while it was away.
 
+Usage records (``agentgov usage``) are not on the request path: ``record_usage`` only queues
+the record (bounded), and one writer task sends what has queued in one pipeline, summed per
+hash field, so an answer never waits for its usage record and a busy sidecar writes many
+records in one round trip. A batch the store does not take joins the replay queue; a record
+that finds the queue full is dropped and counted (``GuardCounters``, ``health()``); at shutdown
+``aclose`` writes what is queued within a deadline and logs what it could not. A write that
+timed out is not replayed (Redis may still run it: a usage record has no settled marker, so a
+replay could count it twice); it is counted as unconfirmed.
+
 This module decides nothing about limits or prices itself; it writes no audit events and no
 metrics (the caller does, from what it returns).
 """
@@ -38,16 +47,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -67,6 +78,12 @@ SETTLED_MARKER_TTL_SECONDS: Final = 6 * 3600
 SWEEP_BATCH: Final = 64
 DEFAULT_HOLD_SECONDS: Final = 900.0
 DEFAULT_PENDING_LIMIT: Final = 10_000
+# Usage records waiting for the writer (beyond this they are dropped, and counted), and how
+# many one write sends at most.
+DEFAULT_USAGE_QUEUE_LIMIT: Final = 10_000
+USAGE_BATCH: Final = 512
+# How long shutdown waits for queued usage records and settlements to reach the store.
+DEFAULT_CLOSE_SECONDS: Final = 2.0
 PERIODS: Final[tuple[PeriodKind, PeriodKind]] = ("day", "month")
 
 T = TypeVar("T")
@@ -97,11 +114,39 @@ class UsageRecord:
     cached: bool
     at: float  # epoch seconds: the UTC day it counts in
 
+    @property
+    def key(self) -> str:
+        """The usage hash of the record's user and UTC day."""
+        return _usage_key(self.user, dt.datetime.fromtimestamp(self.at, dt.timezone.utc).date())
+
     def increments(self) -> dict[str, int]:
         values = {"cost_micros": self.cost_micros, "input_tokens": self.input_tokens,
                   "output_tokens": self.output_tokens, "calls": 1, "cache_hits": int(self.cached)}
-        return {spendstore.usage_field(self.namespace, self.agent, self.model, metric): value
-                for metric, value in values.items()}
+        fields = _usage_fields(self.namespace, self.agent, self.model)
+        return {fields[metric]: value for metric, value in values.items()}
+
+
+# Key parts are percent-encoded (``spendstore``); the same few agents, models and users come
+# back on every call, so their encodings are remembered (bounded).
+@functools.lru_cache(maxsize=1024)
+def _usage_fields(namespace: str, agent: str, model: str) -> Mapping[str, str]:
+    """Metric -> usage hash field, for one agent and model (shared: never modified)."""
+    return {metric: spendstore.usage_field(namespace, agent, model, metric) for metric in spendstore.USAGE_METRICS}
+
+
+@functools.lru_cache(maxsize=4096)
+def _usage_key(user: str, day: dt.date) -> str:
+    return spendstore.usage_key(user, day)
+
+
+def usage_increments(records: Sequence[UsageRecord]) -> dict[str, dict[str, int]]:
+    """The records' figures summed per usage hash and field: what one write adds."""
+    totals: dict[str, dict[str, int]] = {}
+    for record in records:
+        fields = totals.setdefault(record.key, {})
+        for name, value in record.increments().items():
+            fields[name] = fields.get(name, 0) + value
+    return totals
 
 
 class SpendStore(Protocol):
@@ -122,7 +167,8 @@ class SpendStore(Protocol):
     async def release(self, line: HoldLine, now: float) -> bool:
         """Give the hold back (the call failed); False when it was no longer open."""
 
-    async def record_usage(self, record: UsageRecord) -> None: ...
+    async def record_usage(self, *records: UsageRecord) -> None:
+        """Add the records' figures to their users' usage hashes (for Redis: one round trip)."""
 
     async def period(self, namespace: str, budget: str, kind: PeriodKind, when: float) -> dict[str, SubjectSpend]:
         """Every subject's figures in one period hash (for status, health and tests)."""
@@ -249,6 +295,18 @@ def redis_client(url: str, timeout_seconds: float) -> aioredis.Redis:
     )
 
 
+async def drop_idle_connections(client: aioredis.Redis, error: BaseException) -> None:
+    """After a connection error, close the pool's idle connections: when Redis restarted, every
+    one of them is dead, and each would fail the next command given it (redis-py notices a
+    closed connection only by using it), so concurrent calls would keep failing, one per
+    pooled connection, after Redis is back. The next commands connect afresh."""
+    if isinstance(error, (RedisConnectionError, ConnectionError)):
+        try:
+            await client.connection_pool.disconnect(inuse_connections=False)
+        except (RedisError, OSError):
+            pass
+
+
 def _ms(epoch: float) -> int:
     return int(epoch * 1000)
 
@@ -281,6 +339,7 @@ class RedisSpendStore:
         except (TimeoutError, RedisTimeoutError):
             raise SpendStoreUnavailable(f"{what}: no answer within {self.timeout:g}s", ambiguous=True) from None
         except (RedisError, OSError) as e:
+            await drop_idle_connections(self.client, e)
             raise SpendStoreUnavailable(f"{what}: {type(e).__name__}") from None
 
     @staticmethod
@@ -318,14 +377,17 @@ class RedisSpendStore:
                                                                                          _ms(now)]))
         return int(reply) == 1
 
-    async def record_usage(self, record: UsageRecord) -> None:
-        key = spendstore.usage_key(record.user, dt.datetime.fromtimestamp(record.at, dt.timezone.utc))
+    async def record_usage(self, *records: UsageRecord) -> None:
+        totals = usage_increments(records)
+        if not totals:
+            return
 
         async def write() -> None:
             async with self.client.pipeline(transaction=False) as pipe:
-                for name, value in record.increments().items():
-                    pipe.hincrby(key, name, value)
-                pipe.expire(key, spendstore.USAGE_KEY_TTL_SECONDS)
+                for key, fields in totals.items():
+                    for name, value in fields.items():
+                        pipe.hincrby(key, name, value)
+                    pipe.expire(key, spendstore.USAGE_KEY_TTL_SECONDS)
                 await pipe.execute()
 
         await self._bounded("record usage", write)
@@ -488,12 +550,13 @@ class MemorySpendStore:
         self._release_member(line, member, now)
         return True
 
-    async def record_usage(self, record: UsageRecord) -> None:
-        self._keys.touch(record.at)
-        key = spendstore.usage_key(record.user, dt.datetime.fromtimestamp(record.at, dt.timezone.utc))
-        for name, value in record.increments().items():
-            self._keys.hincrby(key, name, value, record.at)
-        self._keys.expire(key, spendstore.USAGE_KEY_TTL_SECONDS, record.at)
+    async def record_usage(self, *records: UsageRecord) -> None:
+        for record in records:
+            self._keys.touch(record.at)
+            key = record.key
+            for name, value in record.increments().items():
+                self._keys.hincrby(key, name, value, record.at)
+            self._keys.expire(key, spendstore.USAGE_KEY_TTL_SECONDS, record.at)
 
     async def period(self, namespace: str, budget: str, kind: PeriodKind, when: float) -> dict[str, SubjectSpend]:
         key = spendstore.period_key(namespace, budget, kind, dt.datetime.fromtimestamp(when, dt.timezone.utc))
@@ -588,7 +651,10 @@ class GuardCounters:
     unpriced_calls: int = 0
     pending_flushed: int = 0
     pending_dropped: int = 0
-    usage_dropped: int = 0
+    usage_written: int = 0  # usage records the store took
+    usage_failed: int = 0  # usage records whose write failed: queued for replay (not lost)
+    usage_unconfirmed: int = 0  # usage records whose write timed out: maybe written, never replayed
+    usage_dropped: int = 0  # usage records lost: no store configured, queue full, or not written at shutdown
     degraded_by_budget: dict[str, int] = field(default_factory=dict)
 
 
@@ -600,14 +666,16 @@ class BudgetGuard:
     ``probe_interval`` keeps a failing store from costing every call its timeout: after a
     failure the store is skipped (as unreachable) for that long, then tried again.
     ``on_alert`` receives alerts raised later than the call that caused them (a replayed
-    settlement); alerts of a call are in its :class:`Settlement`.
+    settlement); alerts of a call are in its :class:`Settlement`. ``usage_queue_limit``
+    bounds the usage records waiting for the background writer.
     """
 
     def __init__(self, store: SpendStore | None, *, clock: Callable[[], float] = time.time,
                  local: MemorySpendStore | None = None, default_output_tokens: int = budgets.DEFAULT_OUTPUT_TOKENS,
                  hold_seconds: float = DEFAULT_HOLD_SECONDS, pending_limit: int = DEFAULT_PENDING_LIMIT,
                  probe_interval: float = 1.0, on_alert: Callable[[BudgetAlert], None] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 usage_queue_limit: int = DEFAULT_USAGE_QUEUE_LIMIT) -> None:
         self.store = store
         self.local = local or MemorySpendStore()
         self.clock = clock
@@ -626,6 +694,11 @@ class BudgetGuard:
         self._degraded_budgets: set[str] = set()
         self._flush_task: asyncio.Task[int] | None = None
         self._flush_lock = asyncio.Lock()
+        self._usage: collections.deque[UsageRecord] = collections.deque()
+        self._usage_limit = usage_queue_limit
+        self._usage_writing = 0  # records in the batch being written
+        self._usage_task: asyncio.Task[None] | None = None
+        self._usage_overflow_logged = False
 
     # -- store access with the failure bookkeeping ---------------------------------------------
 
@@ -789,13 +862,15 @@ class BudgetGuard:
             except SpendStoreUnavailable:
                 log.debug("budget %r: hold %s left to expire at its deadline", line.budget, line.hold_id)
 
-    async def record_usage(self, bundle: PolicyBundle | None, user: str, model: str, input_tokens: object,
-                           output_tokens: object, *, cost_usd: float | None = None, cached: bool = False,
-                           namespace: str | None = None, agent: str | None = None) -> None:
+    def record_usage(self, bundle: PolicyBundle | None, user: str, model: str, input_tokens: object,
+                     output_tokens: object, *, cost_usd: float | None = None, cached: bool = False,
+                     namespace: str | None = None, agent: str | None = None) -> None:
         """Count one call in the caller's usage report (``agentgov usage``), governed or not.
 
         ``cost_usd`` None: priced with the first budget naming the model, else the shipped
-        price (unknown models count zero dollars, their tokens still count). Never raises."""
+        price (unknown models count zero dollars, their tokens still count). Never raises and
+        never waits: the record is queued for the background writer (see the module docstring);
+        ``flush_usage`` waits for it."""
         prompt = budgets.usage_tokens(input_tokens) or 0
         completion = budgets.usage_tokens(output_tokens) or 0
         if cost_usd is None:
@@ -812,10 +887,67 @@ class BudgetGuard:
         if self.store is None:
             self.counters.usage_dropped += 1
             return
-        try:
-            await self._with_store(lambda store: store.record_usage(record))
-        except SpendStoreUnavailable:
-            self._enqueue(_PendingUsage(record))
+        if len(self._usage) >= self._usage_limit:
+            self.counters.usage_dropped += 1
+            if not self._usage_overflow_logged:
+                self._usage_overflow_logged = True
+                log.error("usage records queued over %d: dropping new ones until the writer catches up",
+                          self._usage_limit)
+            return
+        self._usage.append(record)
+        if self._usage_task is None or self._usage_task.done():
+            self._usage_task = asyncio.get_running_loop().create_task(self._write_usage(),
+                                                                      name="agentgov-usage-writer")
+
+    async def _write_usage(self) -> None:
+        """Write queued usage records, a batch per round trip, until none is left. A batch the
+        store does not take goes to the replay queue."""
+        while self._usage:
+            batch = [self._usage.popleft() for _ in range(min(USAGE_BATCH, len(self._usage)))]
+            self._usage_writing = len(batch)
+            # Not through _with_store: a failed background write must not mark the store down,
+            # or calls would skip it (and Closed budgets refuse them) for probe_interval. The
+            # calls' own reservations and settlements decide whether the store is down.
+            store = self._store_usable()
+            try:
+                if store is None:
+                    raise SpendStoreUnavailable(self._last_error or "store unreachable")
+                await store.record_usage(*batch)
+            except SpendStoreUnavailable as e:
+                if e.ambiguous:
+                    self._usage_unconfirmed(batch)
+                else:
+                    self.counters.usage_failed += len(batch)
+                    for record in batch:
+                        self._enqueue(_PendingUsage(record))
+            else:
+                self.counters.usage_written += len(batch)
+            finally:
+                self._usage_writing = 0
+        self._usage_overflow_logged = False
+
+    def _usage_unconfirmed(self, records: Sequence[UsageRecord]) -> None:
+        """A write that timed out: Redis may still run it (a hung server runs what it had read
+        once it wakes up), so replaying it could count the calls twice. Not replayed: counted."""
+        self.counters.usage_unconfirmed += len(records)
+        log.warning("%d usage record(s) timed out and may not have been written; not replayed, so that "
+                    "none is counted twice", len(records))
+
+    @property
+    def usage_queued(self) -> int:
+        """Usage records not yet handed to the store (queued or being written)."""
+        return len(self._usage) + self._usage_writing
+
+    async def flush_usage(self, timeout: float) -> int:
+        """Wait at most ``timeout`` seconds for the queued usage records to be written (or, when
+        the store fails, moved to the replay queue); how many are still queued."""
+        task = self._usage_task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except TimeoutError:
+                pass
+        return self.usage_queued
 
     # -- replay and health ---------------------------------------------------------------------
 
@@ -842,6 +974,11 @@ class BudgetGuard:
                     await self.store.record_usage(item.record)
             except SpendStoreUnavailable as e:
                 self._failed(e)
+                if e.ambiguous and isinstance(item, _PendingUsage):
+                    # It may have been written: replaying it again could count it twice.
+                    self._usage_unconfirmed([item.record])
+                    if self._pending and self._pending[0] is item:
+                        self._pending.popleft()
                 break
             if self._pending and self._pending[0] is item:  # not dropped meanwhile by a full queue
                 self._pending.popleft()
@@ -871,14 +1008,38 @@ class BudgetGuard:
             "droppedSettlements": self.counters.pending_dropped,
             "degradedCalls": self.counters.degraded_calls,
             "unpricedCalls": self.counters.unpriced_calls,
+            "usageQueued": self.usage_queued,
+            "usageFailed": self.counters.usage_failed,
+            "usageUnconfirmed": self.counters.usage_unconfirmed,
+            "usageDropped": self.counters.usage_dropped,
         }
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
-    async def aclose(self) -> None:
-        """Stop a replay in progress (what is still pending is lost with the process: logged)."""
+    async def aclose(self, timeout: float = DEFAULT_CLOSE_SECONDS) -> None:
+        """Write the queued usage records and replay what is pending, within ``timeout`` seconds;
+        then stop. What is left is lost with the process: counted and logged."""
+        deadline = time.monotonic() + timeout
+        # Counted before the writer is stopped: a batch cut off mid-write may or may not have
+        # reached the store, and is reported as lost.
+        lost = await self.flush_usage(timeout)
+        if self._usage_task is not None and not self._usage_task.done():
+            self._usage_task.cancel()
+            try:
+                await self._usage_task
+            except asyncio.CancelledError:
+                pass
+        if lost:
+            self.counters.usage_dropped += lost
+            self._usage.clear()
+            log.error("stopping with %d usage record(s) not written to the store", lost)
+        if self._pending and self._store_usable() is not None:
+            try:
+                await asyncio.wait_for(self.flush_pending(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                pass
         if self._flush_task is not None and not self._flush_task.done():
             self._flush_task.cancel()
             try:
@@ -886,5 +1047,5 @@ class BudgetGuard:
             except asyncio.CancelledError:
                 pass
         if self._pending:
-            log.error("stopping with %d budget settlement(s) not replayed to the store", len(self._pending))
-
+            log.error("stopping with %d budget settlement(s) and usage record(s) not replayed to the store",
+                      len(self._pending))
