@@ -550,3 +550,35 @@ async def test_after_redis_restarts_one_failed_call_is_enough_to_renew_the_poole
         assert [r for r in results if r is not None] == [], 'stale pooled connections failed calls after Redis was back'
     finally:
         await client.aclose()
+
+
+async def test_more_concurrent_commands_than_pooled_connections_wait_for_one_instead_of_failing(redis_url: str) -> None:
+    # redis-py's default asyncio pool refuses the command past its size at once
+    # (MaxConnectionsError); the sidecar's client queues it for up to its timeout.
+    from agentgov.sidecar.spend import redis_client
+
+    client = redis_client(redis_url, timeout_seconds=5.0, max_connections=4)
+    try:
+        # BLPOP on an empty list holds its connection for 50 ms each.
+        results = await asyncio.gather(*(client.blpop(["agentgov:test:empty"], timeout=0.05) for _ in range(40)))
+        assert results == [None] * 40
+        assert len(client.connection_pool._in_use_connections) == 0  # type: ignore[attr-defined]
+        assert len(client.connection_pool._available_connections) <= 4  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()
+
+
+async def test_a_command_waiting_past_the_timeout_for_a_pooled_connection_is_a_connection_error(redis_url: str) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from agentgov.sidecar.spend import redis_client
+
+    client = redis_client(redis_url, timeout_seconds=0.2, max_connections=1)
+    try:
+        held = await client.connection_pool.get_connection()  # the only connection, taken
+        with pytest.raises(RedisConnectionError, match="No connection available"):
+            await client.ping()
+        await client.connection_pool.release(held)
+        assert await client.ping() is True
+    finally:
+        await client.aclose()

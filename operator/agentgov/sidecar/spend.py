@@ -286,13 +286,23 @@ return 0
 """
 
 
-def redis_client(url: str, timeout_seconds: float) -> aioredis.Redis:
-    """A client whose every command gives up after ``timeout_seconds`` and never retries by
-    itself (the callers' failure policies decide what a failure means)."""
-    return aioredis.Redis.from_url(
-        url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
+# Connections to Redis per sidecar. More calls in flight than this wait for a free connection
+# (at most the timeout) rather than fail: redis-py's default asyncio pool refuses the 101st
+# concurrent command at once (MaxConnectionsError), which a Closed budget turned into 503s
+# under load (benchmarks/gateways.py found it above ~100 calls in flight).
+MAX_REDIS_CONNECTIONS: Final = 64
+
+
+def redis_client(url: str, timeout_seconds: float, max_connections: int = MAX_REDIS_CONNECTIONS) -> aioredis.Redis:
+    """A client whose every command gives up after ``timeout_seconds`` (waiting for a pooled
+    connection included) and never retries by itself (the callers' failure policies decide
+    what a failure means)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout_seconds,
+        socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds,
         retry=Retry(NoBackoff(), 0), health_check_interval=0,
     )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
 
 
 async def drop_idle_connections(client: aioredis.Redis, error: BaseException) -> None:
