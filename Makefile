@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv crds check-crds clean help bench bench-sidecar
+.PHONY: demo test venv crds check-crds clean help bench bench-sidecar soak
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -55,10 +55,13 @@ chart-template: venv  ## print what `helm install agentgov charts/agentgov -n ag
 BENCH_ARGS ?= --sizes 10,100,1000
 BENCH_SIDECAR_ARGS ?=
 
-bench: venv  ## run both benchmarks: operator scale, sidecar latency (benchmarks/results/)
+bench: venv  ## every benchmark, one after the other: operator scale, sidecar latency, gateways, soak (benchmarks/results/; about an hour)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/operator_scale.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/sidecar_latency.py $(BENCH_SIDECAR_ARGS)
+	benchmarks/contenders/setup_litellm.sh
+	$(BIN)/python benchmarks/gateways.py $(BENCH_GATEWAYS_ARGS)
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 bench-sidecar: venv  ## the sidecar's added latency and throughput (benchmarks/results/sidecar_latency.*)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
