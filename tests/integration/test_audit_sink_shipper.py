@@ -166,7 +166,9 @@ async def test_shipping_follows_the_configured_sinks(tmp_path: Path, capfdbinary
 async def test_retention_pruning_keeps_what_a_sink_has_not_delivered(tmp_path: Path) -> None:
     log = tmp_path / 'audit.jsonl'
     long_ago = time.time() - 90 * 86400  # every record is past its 30-day retention
-    async with audit_writer(log) as writer:
+    # Held from seq 0 while writing: the writer's own first prune (at its first tick) must not
+    # remove the expired files this test is about before the sink's cursor exists.
+    async with audit_writer(log, retention_hold=lambda: 0) as writer:
         await write(writer, 60, at=long_ago)
     assert len(rotated_files(log)) >= 4
     write_cursor(cursor_path(log, 'elasticsearch'), Cursor('es', seq=20, hash='sha256:x'))

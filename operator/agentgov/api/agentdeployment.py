@@ -237,10 +237,12 @@ class SecretSource(Model):
     aws: AwsSource | None = Field(None, description="From AWS Secrets Manager.")
     azure: AzureSource | None = Field(None, description="From Azure Key Vault.")
     refresh_interval: Duration = Field("1h", description="How often the value is re-read from its source.")
-    expose_to_agent: bool = Field(
-        True,
+    # No server-side default inside a list item (client-side `kubectl apply` would re-send the
+    # list every time): absent means true.
+    expose_to_agent: bool | None = Field(
+        None,
         description=(
-            "Inject the value into the agent container as an environment variable. false keeps it "
+            "Inject the value into the agent container as an environment variable (the default). false keeps it "
             "out of the agent: only materialised into <agent>-secrets, for the sidecar to read "
             "(e.g. an audit sink's credentials: passwordSecretRef {name: <agent>-secrets, key: NAME})."
         ),
@@ -256,7 +258,7 @@ class SecretSource(Model):
         Rule(
             cel="!has(self.secretKeyRef) || !has(self.exposeToAgent) || self.exposeToAgent",
             message="only vault, aws and azure sources may set exposeToAgent to false (a secretKeyRef is used where it is)",
-            check=lambda m: m.secret_key_ref is None or m.expose_to_agent,
+            check=lambda m: m.secret_key_ref is None or m.expose_to_agent is not False,
         ),
     )
 

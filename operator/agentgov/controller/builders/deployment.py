@@ -169,7 +169,7 @@ def agent_env(inputs: Inputs, bundle: PolicyBundle) -> list[Manifest]:
     for secret in spec.secrets:
         if secret.secret_key_ref is not None:
             env.append(_secret_env(secret.name, secret.secret_key_ref.name, secret.secret_key_ref.key))
-        elif secret.expose_to_agent:  # else only the sidecar reads it, from <agent>-secrets
+        elif secret.expose_to_agent is not False:  # else only the sidecar reads it, from <agent>-secrets
             env.append(_secret_env(secret.name, materialized_secret_name(inputs.name), secret.name))
     return env
 
