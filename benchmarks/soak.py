@@ -728,6 +728,20 @@ def audit_counts(path: pathlib.Path) -> dict[str, Any]:
     return {"records": lines, "by_type": dict(sorted(by_type.items())), "dropped_noted": dropped_noted}
 
 
+async def metrics_and_log(soak: Soak, timeout: float = 10.0) -> tuple[dict[str, float], dict[str, Any]]:
+    """The sidecar's counters and the audit log's counts, once they describe the same moment: an
+    empty audit queue can still have its last batch on the way to the file (written there before
+    the counter moves), so read both until they agree, or until ``timeout`` (then the last pair,
+    for the invariants to judge)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        after = await scrape(soak)
+        live = audit_counts(soak.audit_path)
+        if live["records"] == after.get("agentgov_audit_records_written_total") or time.monotonic() >= deadline:
+            return after, live
+        await asyncio.sleep(0.2)  # polling with a deadline: the writer finishes its batch meanwhile
+
+
 def verify_audit(path: pathlib.Path) -> dict[str, Any]:
     done = subprocess.run([*sl.agentgov_command(), "audit", "verify", str(path)], capture_output=True, text=True,
                           timeout=300, env=sl.child_env())
@@ -770,12 +784,11 @@ async def run(soak: Soak, windows: Sequence[Window], seed: int) -> dict[str, Any
         await injector
         soak.note("load done", sent=len(soak.outcomes))
         quiet = await settle_down(soak)
-        after = await scrape(soak)
         stop_sampling.set()
         await sampler
+        after, audit_live = await metrics_and_log(soak)
         memory_end = sl.proc_memory(soak.sidecar.pid)
         spend = await read_spend(soak)
-        audit_live = audit_counts(soak.audit_path)
         sidecar = soak.sidecar
         sidecar.stop()
         exit_code = sidecar.popen.returncode
@@ -875,7 +888,9 @@ def results_of(soak: Soak, windows: Sequence[Window], seen: Mapping[str, Any], a
         "totals": {"sent": len(outcomes), "ok": totals.get("200", 0),
                    "failed": sum(1 for o in outcomes if o.failed),
                    "refused_by_policy": sum(1 for o in outcomes if not o.ok and not o.failed),
-                   "by_status_code": dict(sorted(totals.items()))},
+                   "by_status_code": dict(sorted(totals.items())),
+                   "by_user": {user: dict(sorted(Counter(o.label for o in outcomes if o.user == user).items()))
+                               for user, _ in USERS}},
         "windows": [summarise_window(w, outcomes) for w in windows],
         "per_second": per_second(outcomes, duration),
         "samples": soak.samples,
@@ -924,6 +939,9 @@ def write_markdown(path: pathlib.Path, results: Mapping[str, Any]) -> None:
                      f"{w['refused_by_policy']} | {failures} | {ms.get('p50', 0):.1f} | {ms.get('p99', 0):.1f} |")
     lines.append(f"| **all** | {totals['sent']} | {totals['ok']} | | {totals['failed']} | "
                  f"{totals['refused_by_policy']} | | | |")
+    lines += ["", "By user (alice and bob: the Open `team` budget only; carol: also the Closed `capped` one): "
+              + "; ".join(f"{user}: " + ", ".join(f"{label} × {n:,}" for label, n in counts.items())
+                          for user, counts in totals.get("by_user", {}).items()) + "."]
     audit = results["audit"]["live"]
     spend, after = results["spend"], results["metrics_after"]
     carol = spend["capped"].get(spendstore.subject("user", CAPPED_USER), 0)

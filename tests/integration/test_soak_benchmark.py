@@ -51,6 +51,9 @@ def test_a_short_soak_keeps_every_invariant_feels_every_fault_and_leaves_nothing
     assert '502 upstream_unavailable' in codes['upstream-errors']
     assert {'504 upstream_timeout', '503 circuit_open'} & set(codes['upstream-hang'])
     assert windows['redis-kill']['ok'] > 0 and windows['upstream-hang']['cache_hits'] > 0  # degraded, not down
+    by_user = totals['by_user']
+    assert '503 budget_store_unavailable' in by_user['carol']  # Closed: refused while Redis was away
+    assert not {'503 budget_store_unavailable', '429 budget_exceeded'} & (set(by_user['alice']) | set(by_user['bob']))
     disk_full = [s for s in results['samples'] if s['t'] >= windows['audit-disk-full']['start_s']
                  and s['t'] < windows['audit-disk-full']['end_s'] and 'audit_healthy' in s]
     assert any(s['audit_healthy'] is False for s in disk_full), 'the audit log never failed to grow'
