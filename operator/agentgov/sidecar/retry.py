@@ -25,13 +25,13 @@ from typing import Final, Literal
 
 import aiohttp
 
+from agentgov.audit.sinks.batching import backoff_delay
+
 FailureKind = Literal[
     "connect", "reset_after_send", "timeout", "status_502", "status_503", "status_504", "other",
 ]
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _RETRYABLE_WHEN_IDEMPOTENT: Final = frozenset({"reset_after_send", "timeout", "status_502", "status_503", "status_504"})
-# 2**62 is already far beyond any cap; bigger exponents would only overflow floats.
-_MAX_DOUBLINGS: Final = 62
 
 
 def should_retry(method: str, failure_kind: FailureKind) -> bool:
@@ -68,4 +68,4 @@ def backoff_delays(attempts: int, base: float, cap: float, rng: random.Random) -
         raise ValueError("attempts must be >= 0")
     if base <= 0 or cap < 0:
         raise ValueError("base must be > 0 and cap >= 0")
-    return [rng.uniform(0.0, min(cap, base * 2.0 ** min(i, _MAX_DOUBLINGS))) for i in range(attempts)]
+    return [backoff_delay(i, base, cap, rng) for i in range(attempts)]
